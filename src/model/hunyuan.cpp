@@ -38,6 +38,21 @@ std::string LinearId::rel_name() const {
   return std::string("mlp.") + linear_kind_name(kind);
 }
 
+std::vector<LinearId> layer_linear_ids(const ModelConfig& cfg, int64_t l) {
+  std::vector<LinearId> v;
+  for (auto k : {LinearKind::kQ, LinearKind::kK, LinearKind::kV, LinearKind::kO}) v.push_back({l, k, -1, false});
+  auto mlp = [&](int64_t e, bool shared) {
+    for (auto k : {LinearKind::kGate, LinearKind::kUp, LinearKind::kDown}) v.push_back({l, k, e, shared});
+  };
+  if (cfg.family != ModelFamily::kMoE) {
+    mlp(-1, false);
+    return v;
+  }
+  if (cfg.n_shared_experts.at(static_cast<std::size_t>(l)) > 0) mlp(-1, true);
+  for (int64_t e = 0; e < cfg.n_experts; ++e) mlp(e, false);
+  return v;
+}
+
 std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
   const float base = cfg.rope_kind == "default" ? static_cast<float>(cfg.rope_theta) : cfg.rope_base();
   const int64_t half = cfg.head_dim / 2;

@@ -28,6 +28,10 @@ struct LinearId {
   std::string full_name() const { return "model.layers." + std::to_string(layer) + "." + rel_name(); }
 };
 
+// Every linear of layer `layer` in forward order: q, k, v, o, then gate, up, down of the dense MLP, or of
+// the shared expert followed by each routed expert.
+std::vector<LinearId> layer_linear_ids(const ModelConfig& cfg, int64_t layer);
+
 // Runtime activation quantization applied to a linear's input (what the serving engine does).
 enum class ActQuant { kNone, kFp8Static, kFp8Dynamic };
 

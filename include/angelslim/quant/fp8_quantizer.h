@@ -1,0 +1,37 @@
+// FP8 static/dynamic W8A8 (SPEC 4.3): per-tensor (or per-channel) e4m3 weights, static per-tensor input
+// scales from abs-max over real calibration tokens, scales shared across the projections vLLM fuses.
+#pragma once
+#include <map>
+
+#include "angelslim/config/run_config.h"
+#include "angelslim/quant/fp8_weight.h"
+#include "angelslim/quant/ignore_match.h"
+#include "angelslim/quant/layer_quantizer.h"
+
+namespace angelslim {
+
+class Fp8Quantizer : public LayerQuantizer {
+ public:
+  Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vector<std::string> ignore_list);
+  bool needs_calibration() const override { return static_; }
+  void quantize_layer(DecoderLayer& layer, CalibActivations* acts, nlohmann::json& report) override;
+  bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
+  void write_module(const std::string& module, SafetensorsWriter& w) override;
+  nlohmann::ordered_json quantization_config() const override;
+
+ private:
+  struct Out {
+    Fp8Weight w;
+    int64_t rows = 0, cols = 0;
+    float input_scale = 0.0f;
+  };
+  const ModelConfig& cfg_;
+  bool static_;
+  bool per_channel_;
+  bool save_fp8_;
+  IgnoreMatcher ignore_;
+  std::vector<std::string> ignore_list_;  // the "ignore" list written to the config (SPEC 5.5)
+  std::map<std::string, Out> out_;
+};
+
+}  // namespace angelslim

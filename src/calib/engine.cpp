@@ -1,0 +1,74 @@
+// Layer-streaming calibration activations; see include/angelslim/calib/engine.h.
+#include "angelslim/calib/engine.h"
+
+#include <algorithm>
+
+#include "angelslim/core/error.h"
+#include "angelslim/model/weight_loader.h"
+
+namespace angelslim {
+
+CalibActivations::CalibActivations(const ModelConfig& cfg, const TensorStore& store,
+                                   const std::vector<std::vector<int32_t>>& samples)
+    : cfg_(cfg), inv_freq_(rope_inv_freq(cfg)) {
+  offsets_.push_back(0);
+  for (const auto& s : samples) {
+    ANGELSLIM_ASSERT(!s.empty());
+    offsets_.push_back(offsets_.back() + static_cast<int64_t>(s.size()));
+  }
+  const int64_t H = cfg.d_model;
+  const auto& emb = store.get("model.embed_tokens.weight");
+  if (emb.shape != std::vector<int64_t>{cfg.vocab_size, H})
+    throw FormatError(fmt::format("{}: model.embed_tokens.weight has the wrong shape", store.dir().string()));
+  x_.resize(static_cast<std::size_t>(n_tokens() * H));
+  const std::size_t row_bytes = static_cast<std::size_t>(H) * dtype_size(emb.dtype);
+  int64_t t = 0;
+  for (const auto& s : samples)
+    for (int32_t id : s) {
+      if (id < 0 || id >= cfg.vocab_size)
+        throw InvalidInput(fmt::format("calibration token id {} is outside the vocabulary [0, {})", id, cfg.vocab_size));
+      convert_to_f32(emb.dtype, emb.data + row_bytes * static_cast<std::size_t>(id), x_.data() + t * H,
+                     static_cast<std::size_t>(H));
+      ++t;
+    }
+}
+
+void OffsetObserver::observe(const LinearId& id, const float* x, int64_t n, int64_t n_in, const int64_t* idx) {
+  if (!idx) {
+    buf_.resize(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) buf_[static_cast<std::size_t>(i)] = off_ + i;
+  } else {
+    buf_.assign(idx, idx + n);
+    for (auto& v : buf_) v += off_;
+  }
+  inner_->observe(id, x, n, n_in, buf_.data());
+}
+
+void CalibActivations::run(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt,
+                           float* dst) const {
+  const int64_t H = cfg_.d_model;
+  OffsetObserver off(observer);
+  std::vector<float> buf;
+  for (int64_t s = 0; s < n_samples(); ++s) {
+    const int64_t b = sample_begin(s), n = sample_len(s);
+    float* x = dst;
+    if (!dst) {
+      buf.assign(x_.begin() + b * H, x_.begin() + (b + n) * H);
+      x = buf.data();
+    } else {
+      x = dst + b * H;
+    }
+    off.set_offset(b);
+    decoder_layer_forward(cfg_, layer, inv_freq_, x, n, 0, opt, observer ? &off : nullptr);
+  }
+}
+
+void CalibActivations::observe(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt) const {
+  run(layer, observer, opt, nullptr);
+}
+
+void CalibActivations::advance(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt) {
+  run(layer, observer, opt, x_.data());
+}
+
+}  // namespace angelslim

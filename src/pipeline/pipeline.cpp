@@ -1,0 +1,253 @@
+// The quantization run (SPEC 4.1): config -> calibration set -> layer streaming -> export -> verify -> publish.
+#include "angelslim/pipeline/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <ctime>
+#include <set>
+
+#include "angelslim/calib/engine.h"
+#include "angelslim/config/run_config.h"
+#include "angelslim/core/error.h"
+#include "angelslim/core/hash.h"
+#include "angelslim/core/progress.h"
+#include "angelslim/data/text_dataset.h"
+#include "angelslim/export/output_dir.h"
+#include "angelslim/export/verify.h"
+#include "angelslim/io/safetensors.h"
+#include "angelslim/model/weight_loader.h"
+#include "angelslim/quant/fp8_quantizer.h"
+#include "angelslim/quant/ignore_match.h"
+#include "angelslim/text/chat_template.h"
+#include "angelslim/text/tokenizer.h"
+
+namespace angelslim {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Full names of every Linear module of the model (quantizable or not), for ignore_layers validation.
+std::vector<std::string> all_linear_modules(const ModelConfig& cfg) {
+  std::vector<std::string> out{"lm_head"};
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (cfg.family == ModelFamily::kMoE) out.push_back("model.layers." + std::to_string(l) + ".mlp.gate.wg");
+    for (const auto& id : layer_linear_ids(cfg, l)) out.push_back(id.full_name());
+  }
+  return out;
+}
+
+void check_family(const RunConfig& rc, const ModelConfig& cfg) {
+  const ModelName want = cfg.family == ModelFamily::kDense ? ModelName::kHunyuanDense
+                         : cfg.family == ModelFamily::kMoE ? ModelName::kHunyuanMoE
+                                                           : ModelName::kHunyuanVL;
+  if (rc.model.name != want)
+    throw InvalidInput(fmt::format("{}: model.name: '{}' does not match the checkpoint ({} is a {} model; expected '{}')",
+                                   rc.config_path.string(), yaml_name(rc.model.name), rc.model.model_path,
+                                   family_name(cfg.family), yaml_name(want)));
+}
+
+void reject_quantized_input(const ModelConfig& cfg, const TensorStore& store) {
+  if (cfg.raw.contains("quantization_config"))
+    throw InvalidInput(fmt::format("{}: config.json has a quantization_config: the input is already quantized",
+                                   store.dir().string()));
+  for (const auto& [name, t] : store.all())
+    if (t->dtype != DType::kBF16 && t->dtype != DType::kF16 && t->dtype != DType::kF32)
+      throw InvalidInput(fmt::format("{}: tensor '{}' has dtype {}; inputs must be BF16, F16 or F32",
+                                     store.dir().string(), name, dtype_name(t->dtype)));
+}
+
+void copy_tensor(const TensorView& t, SafetensorsWriter& w) {
+  w.add(t.name, t.dtype, t.shape, std::span<const uint8_t>(t.data, t.nbytes));
+}
+
+// Writes the tensors of layer `l`: quantized modules from the quantizer, everything else as in the source.
+void write_layer(int64_t l, const TensorStore& store, LayerQuantizer& q, SafetensorsWriter& w) {
+  const std::string prefix = "model.layers." + std::to_string(l) + ".";
+  for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0; ++it) {
+    const std::string& name = it->first;
+    const std::string suffix = ".weight";
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const std::string module = name.substr(0, name.size() - suffix.size());
+      if (q.has_output(module)) {
+        q.write_module(module, w);
+        continue;
+      }
+    }
+    if (const auto* mod = q.modified_tensor(name)) {
+      w.add(name, it->second->dtype, it->second->shape, *mod);
+      continue;
+    }
+    copy_tensor(*it->second, w);
+  }
+}
+
+}  // namespace
+
+int run_pipeline(const RunOptions& opt) {
+  const auto t_start = Clock::now();
+  json timing = json::object();
+  CliOverrides ov;
+  ov.model_path = opt.model_path;
+  ov.save_path = opt.save_path;
+  RunConfig rc = load_run_config(opt.config_path, ov);
+  if (opt.device != "cpu")
+    throw Unsupported("--device cuda: this build has no CUDA backend; use --device cpu");
+  for (const auto& w : rc.warnings) spdlog::warn("{}", w);
+  json warnings = json::array();
+  for (const auto& w : rc.warnings) warnings.push_back(w);
+
+  const fs::path model_dir = rc.model.model_path;
+  const ModelConfig cfg = load_model_config(model_dir);
+  check_family(rc, cfg);
+  TensorStore store(model_dir);
+  reject_quantized_input(cfg, store);
+
+  // ignore_layers against the model's modules (SPEC 2.7).
+  const auto modules = all_linear_modules(cfg);
+  const auto check = check_ignore_layers(rc.quant.ignore_layers, modules);
+  if (!check.errors.empty()) {
+    std::string msg = fmt::format("{}: compression.quantization.ignore_layers: {} problem(s):", rc.config_path.string(),
+                                  check.errors.size());
+    for (const auto& e : check.errors) msg += "\n" + e;
+    throw InvalidInput(msg);
+  }
+  for (const auto& w : check.warnings) {
+    spdlog::warn("{}", w);
+    warnings.push_back(w);
+  }
+
+  std::unique_ptr<LayerQuantizer> quantizer;
+  if (rc.quant.is_fp8()) {
+    // The FP8 ignore list: every Linear that stays unquantized (SPEC 5.5), sorted and de-duplicated.
+    IgnoreMatcher user(rc.quant.ignore_layers);
+    std::set<std::string> ign{"lm_head"};
+    for (const auto& m : modules)
+      if (m.find(".mlp.gate.wg") != std::string::npos || user.matches(m)) ign.insert(m);
+    quantizer = std::make_unique<Fp8Quantizer>(rc, cfg, std::vector<std::string>(ign.begin(), ign.end()));
+  } else {
+    throw Unsupported(fmt::format("{}: compression.quantization.name '{}' is not implemented in this build",
+                                  rc.config_path.string(), rc.quant.name));
+  }
+
+  OutputDir out(rc.output_dir(), opt.overwrite);
+  spdlog::info("model {} ({}, {} layers) -> {}", model_dir.string(), family_name(cfg.family), cfg.n_layers,
+               out.final_dir().string());
+  timing["load"] = since(t_start);
+
+  // Calibration set.
+  json calib_report = nullptr;
+  std::unique_ptr<CalibActivations> acts;
+  if (quantizer->needs_calibration()) {
+    const auto t0 = Clock::now();
+    if (!rc.dataset) throw InvalidInput(fmt::format("{}: dataset: required for {}", rc.config_path.string(), rc.quant.name));
+    if (rc.dataset->kind != DatasetKind::kText)
+      throw Unsupported(fmt::format("{}: dataset.name: {} is not supported for this model", rc.config_path.string(),
+                                    rc.dataset->name));
+    const auto tok = Tokenizer::load(model_dir);
+    const auto tmpl = ChatTemplate::load(model_dir);
+    DatasetStats stats;
+    const auto samples = load_text_dataset(rc.dataset->data_path, *tok, tmpl, rc.dataset->max_seq_length,
+                                           rc.dataset->num_samples, rc.dataset->shuffle, rc.global.seed, &stats);
+    if (samples.empty())
+      throw InvalidInput(fmt::format("{}: no usable calibration sample", rc.dataset->data_path));
+    std::vector<std::vector<int32_t>> ids;
+    for (const auto& s : samples) ids.push_back(s.ids);
+    acts = std::make_unique<CalibActivations>(cfg, store, ids);
+    calib_report = stats.to_json();
+    calib_report["chat_template_sha256"] = tmpl.sha256();
+    if (static_cast<int64_t>(samples.size()) < rc.dataset->num_samples) {
+      const auto w = fmt::format("{}: only {} usable samples (num_samples {})", rc.dataset->data_path, samples.size(),
+                                 rc.dataset->num_samples);
+      spdlog::warn("{}", w);
+      warnings.push_back(w);
+    }
+    spdlog::info("calibration: {} samples, {} tokens", acts->n_samples(), acts->n_tokens());
+    timing["calibration_prep"] = since(t0);
+  }
+
+  // Layer streaming.
+  const auto t_layers = Clock::now();
+  SafetensorsWriter writer(out.tmp());
+  copy_tensor(store.get("model.embed_tokens.weight"), writer);
+  json layers = json::array();
+  Progress bar("quantize", cfg.n_layers, "layer");
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    const auto t0 = Clock::now();
+    DecoderLayer layer = load_decoder_layer(store, cfg, l);
+    json rep = {{"index", l}, {"linears", json::array()}, {"warnings", json::array()}};
+    quantizer->quantize_layer(layer, acts.get(), rep);
+    write_layer(l, store, *quantizer, writer);
+    rep["seconds"] = since(t0);
+    for (const auto& w : rep["warnings"]) warnings.push_back(w);
+    rep.erase("warnings");
+    layers.push_back(std::move(rep));
+    bar.advance(1, fmt::format("layer {}", l));
+  }
+  bar.finish();
+  acts.reset();
+  timing["layers"] = since(t_layers);
+
+  // Non-layer tensors after the layers (final norm; lm_head only when untied).
+  const auto t_write = Clock::now();
+  for (const auto& [name, t] : store.all()) {
+    if (name.rfind("model.layers.", 0) == 0 || name == "model.embed_tokens.weight") continue;
+    if (name == "lm_head.weight" && cfg.tie_word_embeddings) continue;
+    copy_tensor(*t, writer);
+  }
+  const auto files = writer.finish();
+
+  ordered_json config = ordered_json::parse(read_file(model_dir / "config.json"));
+  config["quantization_config"] = quantizer->quantization_config();
+  quantizer->edit_config(config);
+  write_file_atomic(out.tmp() / "config.json", config.dump(2) + "\n");
+  copy_aux_files(model_dir, out.tmp());
+  timing["write"] = since(t_write);
+
+  // Read the output back and check it against SPEC 5 before publishing it.
+  verify_output(out.tmp(), cfg, rc);
+
+  json outputs = json::array();
+  for (const auto& f : files)
+    outputs.push_back({{"file", f}, {"bytes", fs::file_size(out.tmp() / f)}, {"sha256", sha256_file(out.tmp() / f)}});
+  timing["total"] = since(t_start);
+  int64_t params = 0;
+  for (const auto& [name, t] : store.all()) params += t->numel();
+  json report = {
+      {"tool", {{"name", "angelslim-cpp"}, {"version", ANGELSLIM_VERSION}}},
+      {"created_utc", utc_now()},
+      {"config", rc.to_json()},
+      {"config_sha256", sha256_file(rc.config_path)},
+      {"model",
+       {{"family", family_name(cfg.family)}, {"model_type", cfg.model_type}, {"layers", cfg.n_layers},
+        {"params", params}, {"dtype", cfg.torch_dtype}}},
+      {"calibration", calib_report},
+      {"algorithm", {{"name", rc.quant.name}, {"bits", rc.quant.bits}}},
+      {"layers", layers},
+      {"timing_s", timing},
+      {"outputs", outputs},
+      {"warnings", warnings},
+  };
+  write_file_atomic(out.tmp() / "quant_report.json", report.dump(2) + "\n");
+  out.commit();
+  spdlog::info("wrote {} ({} shard(s), {:.1f} MB) in {:.1f}s", out.final_dir().string(), files.size(),
+               static_cast<double>(writer.total_bytes()) / 1e6, since(t_start));
+  return 0;
+}
+
+}  // namespace angelslim

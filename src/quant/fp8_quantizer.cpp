@@ -1,0 +1,190 @@
+// FP8 static/dynamic quantizer (SPEC 4.3, export per SPEC 5.2).
+#include "angelslim/quant/fp8_quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "angelslim/core/error.h"
+
+namespace angelslim {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+namespace {
+
+// Running abs-max and token count of every linear input of one layer (real tokens only: the engine never pads).
+class AbsMaxObserver : public LinearObserver {
+ public:
+  struct Stat {
+    float amax = 0.0f;
+    int64_t tokens = 0;
+  };
+  void observe(const LinearId& id, const float* x, int64_t n, int64_t n_in, const int64_t*) override {
+    Stat& s = stats_[id.rel_name()];
+    float m = s.amax;
+    for (int64_t i = 0; i < n * n_in; ++i) {
+      const float a = std::fabs(x[i]);
+      if (!(a <= 3.4e38f))
+        throw InvalidInput(fmt::format("non-finite activation entering {} (layer {})", id.full_name(), id.layer));
+      m = std::max(m, a);
+    }
+    s.amax = m;
+    s.tokens += n;
+  }
+  Stat get(const std::string& rel) const {
+    auto it = stats_.find(rel);
+    return it == stats_.end() ? Stat{} : it->second;
+  }
+
+ private:
+  std::map<std::string, Stat> stats_;
+};
+
+float rel_error(const std::vector<float>& w, const std::vector<float>& d) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    num += double(w[i] - d[i]) * double(w[i] - d[i]);
+    den += double(w[i]) * double(w[i]);
+  }
+  return den > 0 ? static_cast<float>(std::sqrt(num / den)) : 0.0f;
+}
+
+}  // namespace
+
+Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vector<std::string> ignore_list)
+    : cfg_(cfg),
+      static_(rc.quant.algo == QuantAlgo::kFp8Static),
+      per_channel_(rc.quant.weight == WeightGranularity::kPerChannel),
+      save_fp8_(rc.quant.save_name == SaveName::kFp8),
+      ignore_(rc.quant.ignore_layers),
+      ignore_list_(std::move(ignore_list)) {}
+
+void Fp8Quantizer::quantize_layer(DecoderLayer& L, CalibActivations* acts, json& report) {
+  AbsMaxObserver obs;
+  if (static_) {
+    ANGELSLIM_ASSERT(acts != nullptr);
+    // FP8 calibration propagates unquantized activations (SPEC 4.3.2), so observing and advancing is one pass.
+    acts->advance(L, &obs, ForwardOptions{cfg_.torch_dtype != "float32"});
+  }
+  auto linears = layer_linears(L);
+  std::vector<std::pair<LinearId, Linear*>> todo;
+  for (auto& [id, lin] : linears)
+    if (!ignore_.matches(id.full_name())) todo.push_back({id, lin});
+
+  // Weight amax per linear, then the shared scale of each fused group (SPEC 4.3.3).
+  std::map<std::string, float> wamax;
+  for (auto& [id, lin] : todo) wamax[id.rel_name()] = abs_max(lin->w, id.full_name().c_str());
+  auto group_key = [](const LinearId& id) -> std::string {
+    switch (id.kind) {
+      case LinearKind::kQ:
+      case LinearKind::kK:
+      case LinearKind::kV: return "qkv";
+      case LinearKind::kGate:
+      case LinearKind::kUp: {
+        LinearId g = id;
+        g.kind = LinearKind::kGate;
+        return "gateup:" + g.rel_name();
+      }
+      default: return id.rel_name();
+    }
+  };
+  std::map<std::string, float> group_amax;
+  for (auto& [id, lin] : todo) {
+    float& g = group_amax[group_key(id)];
+    g = std::max(g, wamax[id.rel_name()]);
+  }
+  // Input scales: experts share one value per layer for gate/up and one for down (vLLM's fused MoE).
+  float expert_in_gu = 0.0f, expert_in_down = 0.0f;
+  for (auto& [id, lin] : linears) {
+    if (id.expert < 0) continue;
+    const float a = obs.get(id.rel_name()).amax;
+    if (id.kind == LinearKind::kDown) expert_in_down = std::max(expert_in_down, a);
+    else expert_in_gu = std::max(expert_in_gu, a);
+  }
+  for (auto& [id, lin] : todo) {
+    const std::string rel = id.rel_name();
+    const auto stat = obs.get(rel);
+    Out o;
+    o.rows = lin->n_out;
+    o.cols = lin->n_in;
+    if (per_channel_) {
+      o.w = quantize_fp8_per_channel(lin->w, static_cast<int>(o.rows), static_cast<int>(o.cols));
+    } else {
+      const float s = fp8_scale_from_amax(group_amax[group_key(id)]);
+      if (s < 3.0517578125e-05f)
+        report["warnings"].push_back(fmt::format("{}: weight scale {:.3g} < 2^-15: vLLM's FP16 re-quantization of "
+                                                 "fused shards may not be exact", id.full_name(), s));
+      o.w = quantize_fp8_with_scales(lin->w, static_cast<int>(o.rows), static_cast<int>(o.cols),
+                                     std::vector<float>{s});
+    }
+    float in_amax = stat.amax;
+    if (id.expert >= 0) in_amax = id.kind == LinearKind::kDown ? expert_in_down : expert_in_gu;
+    if (static_) {
+      if (in_amax <= 0.0f) {
+        if (id.expert < 0)
+          throw Internal(fmt::format("{}: no calibration token reached this linear", id.full_name()));
+        in_amax = 1.0f;  // cannot happen: some expert of the layer saw tokens
+      }
+      o.input_scale = fp8_scale_from_amax(in_amax);
+    }
+    const auto deq = dequantize_fp8(o.w, static_cast<int>(o.rows), static_cast<int>(o.cols));
+    json rec = {{"name", rel},
+                {"tokens", stat.tokens},
+                {"method", "fp8"},
+                {"err_fro", rel_error(lin->w, deq)},
+                {"weight_scale", per_channel_ ? json(nullptr) : json(o.w.scale[0])},
+                {"input_scale", static_ ? json(o.input_scale) : json(nullptr)},
+                {"act_amax", static_ ? json(stat.amax) : json(nullptr)}};
+    report["linears"].push_back(std::move(rec));
+    out_[id.full_name()] = std::move(o);
+  }
+}
+
+void Fp8Quantizer::write_module(const std::string& module, SafetensorsWriter& w) {
+  auto it = out_.find(module);
+  ANGELSLIM_ASSERT(it != out_.end());
+  const Out& o = it->second;
+  w.add(module + ".weight", DType::kF8E4M3, {o.rows, o.cols}, o.w.data);
+  if (per_channel_)
+    w.add_f32(module + ".weight_scale", {o.rows, 1}, o.w.scale);
+  else
+    w.add_f32(module + ".weight_scale", {1}, o.w.scale);
+  if (static_) w.add_f32(module + ".input_scale", {1}, std::vector<float>{o.input_scale});
+  out_.erase(it);
+}
+
+ordered_json Fp8Quantizer::quantization_config() const {
+  if (save_fp8_) {
+    ordered_json q;
+    q["quant_method"] = "fp8";
+    q["activation_scheme"] = static_ ? "static" : "dynamic";
+    q["ignored_layers"] = ignore_list_;
+    return q;
+  }
+  const ordered_json weights = {{"num_bits", 8},
+                                {"strategy", per_channel_ ? "channel" : "tensor"},
+                                {"dynamic", false},
+                                {"type", "float"},
+                                {"symmetric", true}};
+  const ordered_json input = {{"num_bits", 8},
+                              {"strategy", "tensor"},
+                              {"dynamic", !static_},
+                              {"type", "float"},
+                              {"symmetric", true}};
+  ordered_json group;
+  group["weights"] = weights;
+  group["input_activations"] = input;
+  group["output_activations"] = nullptr;
+  group["targets"] = {"Linear"};
+  ordered_json q;
+  q["quant_method"] = "compressed-tensors";
+  q["ignore"] = ignore_list_;
+  q["config_groups"] = {{"group_0", group}};
+  q["kv_cache_scheme"] = nullptr;
+  q["format"] = "naive-quantized";
+  q["quantization_status"] = "compressed";
+  return q;
+}
+
+}  // namespace angelslim
