@@ -172,21 +172,20 @@ void moe_forward(const ModelConfig& cfg, const DecoderLayer& L, const float* m, 
 
 }  // namespace
 
-void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& L, const std::vector<float>& inv_freq, float* x,
-                           int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs, KvCache* cache) {
+void attention_block(const ModelConfig& cfg, const DecoderLayer& L, const std::vector<float>& inv_freq,
+                     const float* a, int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs,
+                     KvCache* cache, float* out) {
   const bool rb = opt.round_bf16;
   const int64_t H = cfg.d_model, D = cfg.head_dim, nH = cfg.n_heads, nKV = cfg.n_kv_heads;
   const int64_t qd = nH * D, kvd = nKV * D;
-  std::vector<float> a(static_cast<std::size_t>(n * H)), scratch;
-  cpu::rms_norm(x, n, H, L.input_norm.data(), cfg.rms_norm_eps, a.data(), rb);
-
+  std::vector<float> scratch;
   std::vector<float> q(static_cast<std::size_t>(n * qd)), kk(static_cast<std::size_t>(n * kvd)), vv(kk.size());
-  observe(obs, L.index, LinearKind::kQ, -1, false, a.data(), n, H);
-  observe(obs, L.index, LinearKind::kK, -1, false, a.data(), n, H);
-  observe(obs, L.index, LinearKind::kV, -1, false, a.data(), n, H);
-  apply_linear(L.q, a.data(), n, q.data(), rb, scratch);
-  apply_linear(L.k, a.data(), n, kk.data(), rb, scratch);
-  apply_linear(L.v, a.data(), n, vv.data(), rb, scratch);
+  observe(obs, L.index, LinearKind::kQ, -1, false, a, n, H);
+  observe(obs, L.index, LinearKind::kK, -1, false, a, n, H);
+  observe(obs, L.index, LinearKind::kV, -1, false, a, n, H);
+  apply_linear(L.q, a, n, q.data(), rb, scratch);
+  apply_linear(L.k, a, n, kk.data(), rb, scratch);
+  apply_linear(L.v, a, n, vv.data(), rb, scratch);
   // RoPE first, then QK-norm (SPEC 3.4).
   cpu::rope(q.data(), n, nH, D, inv_freq.data(), pos0, rb);
   cpu::rope(kk.data(), n, nKV, D, inv_freq.data(), pos0, rb);
@@ -208,15 +207,27 @@ void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& L, const 
   std::vector<float> attn(static_cast<std::size_t>(n * qd));
   cpu::attention(q.data(), kp, vp, n, n_past, nH, nKV, D, attn.data(), rb);
   observe(obs, L.index, LinearKind::kO, -1, false, attn.data(), n, qd);
-  std::vector<float> o(static_cast<std::size_t>(n * H));
-  apply_linear(L.o, attn.data(), n, o.data(), rb, scratch);
-  for (int64_t i = 0; i < n * H; ++i) x[i] = rb ? round_bf16(x[i] + o[i]) : x[i] + o[i];
+  apply_linear(L.o, attn.data(), n, out, rb, scratch);
+}
 
-  cpu::rms_norm(x, n, H, L.post_norm.data(), cfg.rms_norm_eps, a.data(), rb);
+void ffn_block(const ModelConfig& cfg, const DecoderLayer& L, const float* m, int64_t n, const ForwardOptions& opt,
+               LinearObserver* obs, float* out) {
   if (L.is_moe)
-    moe_forward(cfg, L, a.data(), n, o.data(), rb, obs);
+    moe_forward(cfg, L, m, n, out, opt.round_bf16, obs);
   else
-    mlp_forward(L.mlp, a.data(), n, o.data(), rb, obs, L.index, -1, false, nullptr);
+    mlp_forward(L.mlp, m, n, out, opt.round_bf16, obs, L.index, -1, false, nullptr);
+}
+
+void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& L, const std::vector<float>& inv_freq, float* x,
+                           int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs, KvCache* cache) {
+  const bool rb = opt.round_bf16;
+  const int64_t H = cfg.d_model;
+  std::vector<float> a(static_cast<std::size_t>(n * H)), o(static_cast<std::size_t>(n * H));
+  cpu::rms_norm(x, n, H, L.input_norm.data(), cfg.rms_norm_eps, a.data(), rb);
+  attention_block(cfg, L, inv_freq, a.data(), n, pos0, opt, obs, cache, o.data());
+  for (int64_t i = 0; i < n * H; ++i) x[i] = rb ? round_bf16(x[i] + o[i]) : x[i] + o[i];
+  cpu::rms_norm(x, n, H, L.post_norm.data(), cfg.rms_norm_eps, a.data(), rb);
+  ffn_block(cfg, L, a.data(), n, opt, obs, o.data());
   for (int64_t i = 0; i < n * H; ++i) x[i] = rb ? round_bf16(x[i] + o[i]) : x[i] + o[i];
 }
 

@@ -1,7 +1,10 @@
 // Loading (and dequantizing) checkpoint weights to fp32; formats per SPEC 5.2-5.4.
 #include "angelslim/model/weight_loader.h"
 
+#include <cstring>
+
 #include "angelslim/core/error.h"
+#include "angelslim/quant/pack.h"
 
 namespace angelslim {
 
@@ -129,8 +132,64 @@ Linear load_linear(const TensorStore& store, const WeightFormat& fmt, const std:
       }
       return lin;
     }
+    case WeightFormat::Kind::kGptq:
+    case WeightFormat::Kind::kAwq: {
+      // Both layouts dequantize as W[n, k] = (q[k, n] - Z[g(k), n]) * S[g(k), n] (SPEC 5.3.2, 5.4).
+      const bool awq = fmt.kind == WeightFormat::Kind::kAwq;
+      const int bits = fmt.bits;
+      const int N = static_cast<int>(n_out), K = static_cast<int>(n_in);
+      const auto& qw = store.get(prefix + ".qweight");
+      const auto& qz = store.get(prefix + ".qzeros");
+      const auto& sc = store.get(prefix + ".scales");
+      if (qw.dtype != DType::kI32 || qz.dtype != DType::kI32)
+        throw FormatError(fmt::format("{}: '{}.qweight' and '.qzeros' must be I32", dir, prefix));
+      if (sc.shape.size() != 2 || sc.shape[1] != n_out || sc.shape[0] < 1 || n_in % sc.shape[0] != 0)
+        throw FormatError(fmt::format("{}: '{}.scales' must be [groups, {}] with groups dividing {}", dir, prefix,
+                                      n_out, n_in));
+      const int G = static_cast<int>(sc.shape[0]);
+      const int P = 32 / bits;
+      auto i32 = [](const TensorView& t) {
+        std::vector<int32_t> v(static_cast<std::size_t>(t.numel()));
+        std::memcpy(v.data(), t.data, t.nbytes);
+        return v;
+      };
+      std::vector<uint8_t> codes;
+      std::vector<int32_t> zeros;
+      if (awq) {
+        if (bits != 4) throw Unsupported(fmt::format("{}: AWQ checkpoints with {} bits", dir, bits));
+        check_shape(qw, {n_in, n_out / 8}, dir);
+        check_shape(qz, {G, n_out / 8}, dir);
+        codes = unpack_awq_qweight(i32(qw), N, K);
+        zeros = unpack_awq_qzeros(i32(qz), N, G);
+      } else {
+        check_shape(qw, {n_in / P, n_out}, dir);
+        check_shape(qz, {G, n_out / P}, dir);
+        codes = unpack_gptq_qweight(i32(qw), N, K, bits);
+        zeros = unpack_gptq_qzeros(i32(qz), N, G, bits);
+      }
+      const auto scales = sc.to_f32();  // [G, N]
+      std::vector<int32_t> g_idx(static_cast<std::size_t>(K));
+      for (int k = 0; k < K; ++k) g_idx[static_cast<std::size_t>(k)] = k / (K / G);
+      if (!awq && store.has(prefix + ".g_idx")) {
+        const auto& gi = store.get(prefix + ".g_idx");
+        check_shape(gi, {n_in}, dir);
+        g_idx = i32(gi);
+        for (int32_t g : g_idx)
+          if (g < 0 || g >= G) throw FormatError(fmt::format("{}: '{}.g_idx' holds group {} of {}", dir, prefix, g, G));
+      }
+      lin.w.resize(static_cast<std::size_t>(n_out * n_in));
+      for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k) {
+          const int g = g_idx[static_cast<std::size_t>(k)];
+          const float s = scales[static_cast<std::size_t>(g) * N + n];
+          const int z = zeros[static_cast<std::size_t>(n) * G + g];
+          lin.w[static_cast<std::size_t>(n) * K + k] =
+              static_cast<float>(codes[static_cast<std::size_t>(n) * K + k] - z) * s;
+        }
+      return lin;
+    }
     default:
-      throw Unsupported(fmt::format("{}: loading {} weights is not implemented yet", dir, fmt.describe()));
+      throw Internal("unreachable weight format");
   }
 }
 

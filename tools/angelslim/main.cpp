@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
   insp->add_option("dir", i_dir, "checkpoint directory")->required();
 
   app.require_subcommand(0, 1);
+  app.fallthrough();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

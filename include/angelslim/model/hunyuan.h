@@ -91,6 +91,15 @@ void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& layer, co
                            float* x, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
                            LinearObserver* observer = nullptr, KvCache* cache = nullptr);
 
+// The two halves of a decoder layer, for algorithms that evaluate sub-blocks (AWQ):
+// attention_block: a = input_layernorm(x) [n, d_model] -> out = o_proj(attention(...)) [n, d_model] (no residual).
+void attention_block(const ModelConfig& cfg, const DecoderLayer& layer, const std::vector<float>& inv_freq,
+                     const float* a, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt, LinearObserver* observer,
+                     KvCache* cache, float* out);
+// ffn_block: m = post_attention_layernorm(h) [n, d_model] -> out = MLP(m) or MoE(m) [n, d_model] (no residual).
+void ffn_block(const ModelConfig& cfg, const DecoderLayer& layer, const float* m, int64_t n_tokens,
+               const ForwardOptions& opt, LinearObserver* observer, float* out);
+
 // Reads the weights of one layer (dequantizing quantized formats to fp32).
 DecoderLayer load_decoder_layer(const TensorStore& store, const ModelConfig& cfg, int64_t layer);
 

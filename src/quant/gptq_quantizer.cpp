@@ -1,0 +1,321 @@
+// GPTQ layer quantizer: staged calibration, solver calls, fold permutations and export (SPEC 4.4, 5.3).
+#include "angelslim/quant/gptq_quantizer.h"
+
+#include <cblas.h>
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "angelslim/core/error.h"
+#include "angelslim/quant/pack.h"
+
+namespace angelslim {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+namespace {
+
+// Linears that share one input (and so one Hessian): q/k/v; gate/up of one MLP; o and down alone.
+std::string input_group(const LinearId& id) {
+  LinearId g = id;
+  switch (id.kind) {
+    case LinearKind::kQ:
+    case LinearKind::kK:
+    case LinearKind::kV: g.kind = LinearKind::kQ; break;
+    case LinearKind::kGate:
+    case LinearKind::kUp: g.kind = LinearKind::kGate; break;
+    default: break;
+  }
+  return g.rel_name();
+}
+
+// Accumulates X^T X (fp32, upper triangle via SYRK) per input group for the linears of one stage.
+class HessianObserver : public LinearObserver {
+ public:
+  struct Acc {
+    std::vector<float> h;  // [K, K]
+    int64_t k = 0, n = 0;
+  };
+  explicit HessianObserver(std::set<LinearKind> kinds) : kinds_(std::move(kinds)) {}
+  void observe(const LinearId& id, const float* x, int64_t n, int64_t k, const int64_t*) override {
+    if (!kinds_.count(id.kind)) return;
+    // q/k/v and gate/up receive the same input: accumulate it once, under the first member's call.
+    if (id.kind == LinearKind::kK || id.kind == LinearKind::kV || id.kind == LinearKind::kUp) return;
+    Acc& a = acc_[input_group(id)];
+    if (a.h.empty()) {
+      a.k = k;
+      a.h.assign(static_cast<std::size_t>(k * k), 0.0f);
+    }
+    if (n == 0) return;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, x,
+                static_cast<int>(k), 1.0f, a.h.data(), static_cast<int>(k));
+    a.n += n;
+  }
+  // H = (2/N) X^T X as a full symmetric matrix; empty when no token reached the group.
+  std::vector<float> take(const std::string& key, int64_t* tokens) {
+    auto it = acc_.find(key);
+    if (it == acc_.end() || it->second.n == 0) {
+      *tokens = 0;
+      return {};
+    }
+    Acc a = std::move(it->second);
+    acc_.erase(it);
+    *tokens = a.n;
+    const float s = 2.0f / static_cast<float>(a.n);
+    for (int64_t r = 0; r < a.k; ++r)
+      for (int64_t c = r; c < a.k; ++c) {
+        const float v = a.h[static_cast<std::size_t>(r * a.k + c)] * s;
+        a.h[static_cast<std::size_t>(r * a.k + c)] = v;
+        a.h[static_cast<std::size_t>(c * a.k + r)] = v;
+      }
+    return std::move(a.h);
+  }
+
+ private:
+  std::set<LinearKind> kinds_;
+  std::map<std::string, Acc> acc_;
+};
+
+// Relative output error on the calibration inputs, from the Hessian: tr(D H D^T) / tr(W H W^T), D = W_hat - W.
+double relative_output_error(const std::vector<float>& w, const std::vector<float>& w_hat, int rows, int cols,
+                             const std::vector<float>& h) {
+  std::vector<float> d(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) d[i] = w_hat[i] - w[i];
+  auto quad = [&](const std::vector<float>& m) {
+    std::vector<float> mh(m.size());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols, 1.0f, m.data(), cols, h.data(), cols, 0.0f,
+                mh.data(), cols);
+    double s = 0;
+    for (std::size_t i = 0; i < m.size(); ++i) s += double(mh[i]) * m[i];
+    return s;
+  };
+  const double den = quad(w);
+  return den > 0 ? std::sqrt(std::max(0.0, quad(d)) / den) : 0.0;
+}
+
+void put_i32(SafetensorsWriter& w, const std::string& name, std::vector<int64_t> shape, const std::vector<int32_t>& v) {
+  w.add(name, DType::kI32, std::move(shape),
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4));
+}
+
+void put_half(SafetensorsWriter& w, const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v,
+              bool bf16) {
+  std::vector<uint16_t> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = bf16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+  w.add(name, bf16 ? DType::kBF16 : DType::kF16, std::move(shape),
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(h.data()), h.size() * 2));
+}
+
+}  // namespace
+
+GptqQuantizer::GptqQuantizer(const RunConfig& rc, const ModelConfig& cfg)
+    : cfg_(cfg),
+      bits_(rc.quant.bits),
+      group_size_(rc.quant.weight == WeightGranularity::kPerChannel ? -1 : rc.quant.group_size),
+      sym_(!rc.quant.zero_point),
+      actorder_(rc.quant.actorder),
+      desc_act_(rc.quant.desc_act),
+      dequant_bf16_(rc.quant.dequant_to_bf16),
+      awq_layout_(rc.quant.zero_point && !rc.quant.dequant_to_bf16),
+      damp_(static_cast<float>(rc.quant.damp_percent)),
+      min_token_fraction_(rc.quant.moe_min_token_fraction),
+      scale_dtype_(rc.quant.zero_point && rc.quant.awq_output_dtype == AwqOutputDtype::kFloat16 ? ScaleDType::kF16
+                                                                                                : ScaleDType::kBF16),
+      awq_bf16_(rc.quant.awq_output_dtype == AwqOutputDtype::kBfloat16),
+      ignore_(rc.quant.ignore_layers) {}
+
+void GptqQuantizer::quantize_group(DecoderLayer& layer, const std::vector<std::pair<LinearId, Linear*>>& members,
+                                   const std::vector<float>& h, int64_t tokens, bool starving, GptqOrder order,
+                                   json& report, std::vector<int32_t>* perm_out) {
+  (void)layer;
+  for (const auto& [id, lin] : members) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rows = static_cast<int>(lin->n_out), cols = static_cast<int>(lin->n_in);
+    Out o;
+    o.rows = rows;
+    o.cols = cols;
+    json rec = {{"name", id.rel_name()}, {"tokens", tokens}};
+    std::vector<float> w_hat;
+    if (starving || h.empty()) {
+      // Starving expert (SPEC 4.4.7): round-to-nearest on the same grid, never zeroed, never left in BF16.
+      GridSpec spec{sym_ ? GridKind::kGptqSym : GridKind::kGptqAsym, bits_, group_size_, scale_dtype_};
+      auto q = rtn_quantize(lin->w, rows, cols, spec);
+      o.codes = std::move(q.codes);
+      o.scales = std::move(q.scales);
+      o.zeros = std::move(q.zeros);
+      o.n_groups = q.n_groups;
+      o.g_idx.resize(static_cast<std::size_t>(cols));
+      for (int c = 0; c < cols; ++c) o.g_idx[static_cast<std::size_t>(c)] = c / q.group_size;
+      w_hat = std::move(q.dequant);
+      rec["method"] = "rtn_starving_expert";
+      rec["loss"] = nullptr;
+      rec["damp"] = nullptr;
+      rec["out_err"] = nullptr;
+    } else {
+      GptqOptions opt;
+      opt.bits = bits_;
+      opt.group_size = group_size_;
+      opt.sym = sym_;
+      opt.order = order;
+      opt.damp_percent = damp_;
+      opt.scale_dtype = scale_dtype_;
+      opt.name = id.full_name();
+      auto r = gptq_quantize(lin->w, rows, cols, h, opt);
+      rec["method"] = r.fallback ? "cholesky_fallback" : "gptq";
+      rec["damp"] = r.damp;
+      rec["loss"] = r.loss;
+      rec["dead_columns"] = r.n_dead;
+      rec["out_err"] = relative_output_error(lin->w, r.w_hat, rows, cols, h);
+      o.codes = std::move(r.codes);
+      o.scales = std::move(r.scales);
+      o.zeros = std::move(r.zeros);
+      o.g_idx = std::move(r.g_idx);
+      o.n_groups = r.n_groups;
+      if (perm_out && order == GptqOrder::kFold && !r.fallback) *perm_out = r.perm;
+      w_hat = std::move(r.w_hat);
+    }
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < w_hat.size(); ++i) {
+      num += double(w_hat[i] - lin->w[i]) * (w_hat[i] - lin->w[i]);
+      den += double(lin->w[i]) * lin->w[i];
+    }
+    rec["err_fro"] = std::sqrt(num);
+    rec["err_rel"] = den > 0 ? std::sqrt(num / den) : 0.0;
+    if (dequant_bf16_) o.w_hat = w_hat;
+    lin->w = std::move(w_hat);  // later stages and the next layer see the quantized weights (SPEC 4.4.6)
+    rec["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    report["linears"].push_back(std::move(rec));
+    out_[id.full_name()] = std::move(o);
+  }
+}
+
+void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, json& report) {
+  ANGELSLIM_ASSERT(acts != nullptr);
+  const ForwardOptions fopt{cfg_.torch_dtype != "float32"};
+  const auto all = layer_linears(layer);
+  const int64_t n_layer_tokens = acts->n_tokens();
+  const auto threshold =
+      std::max<int64_t>(1, static_cast<int64_t>(std::ceil(min_token_fraction_ * static_cast<double>(n_layer_tokens))));
+  std::map<int64_t, int64_t> expert_tokens;  // expert -> routed tokens (from the gate/up stage)
+  std::set<int64_t> starving;
+  json moe_tokens = json::array();
+
+  const std::vector<std::set<LinearKind>> stages = {
+      {LinearKind::kQ, LinearKind::kK, LinearKind::kV}, {LinearKind::kO}, {LinearKind::kGate, LinearKind::kUp},
+      {LinearKind::kDown}};
+  for (const auto& kinds : stages) {
+    HessianObserver obs(kinds);
+    acts->observe(layer, &obs, fopt);
+    // Group this stage's quantized linears by shared input, in forward order.
+    std::vector<std::string> keys;
+    std::map<std::string, std::vector<std::pair<LinearId, Linear*>>> groups;
+    for (const auto& [id, lin] : all) {
+      if (!kinds.count(id.kind) || ignore_.matches(id.full_name())) continue;
+      const auto key = input_group(id);
+      if (!groups.count(key)) keys.push_back(key);
+      groups[key].push_back({id, lin});
+    }
+    for (const auto& key : keys) {
+      auto& members = groups[key];
+      int64_t tokens = 0;
+      const auto h = obs.take(key, &tokens);
+      const LinearId& id0 = members.front().first;
+      if (id0.expert >= 0 && id0.kind == LinearKind::kGate) {
+        expert_tokens[id0.expert] = tokens;
+        if (tokens < threshold) starving.insert(id0.expert);
+      }
+      const bool starve = id0.expert >= 0 && starving.count(id0.expert);
+      GptqOrder order = GptqOrder::kNatural;
+      if (desc_act_) order = GptqOrder::kDescAct;
+      else if (actorder_) order = id0.kind == LinearKind::kDown ? GptqOrder::kFold : GptqOrder::kActOrderStatic;
+      // Fold needs the MLP's gate/up in the output to carry the permutation; otherwise keep static groups.
+      LinearId gate_id = id0, up_id = id0;
+      gate_id.kind = LinearKind::kGate;
+      up_id.kind = LinearKind::kUp;
+      if (order == GptqOrder::kFold && (!out_.count(gate_id.full_name()) || !out_.count(up_id.full_name())))
+        order = GptqOrder::kActOrderStatic;
+      if (!starve && h.empty() && id0.expert < 0)
+        throw Internal(fmt::format("{}: no calibration token reached this linear", id0.full_name()));
+      std::vector<int32_t> perm;
+      quantize_group(layer, members, h, tokens, starve, order, report, &perm);
+      if (!perm.empty() && !dequant_bf16_) {
+        // Make the down projection's permutation physical: gate/up output rows follow it (SPEC 4.4.5 B).
+        // (A dequantized BF16 output keeps every matrix in the original order.)
+        for (const auto& gid : {gate_id, up_id}) {
+          Out& g = out_[gid.full_name()];
+          const std::span<const int32_t> p(perm);
+          g.codes = gather_rows<uint8_t>(g.codes, g.rows, g.cols, p);
+          g.scales = gather_rows<float>(g.scales, g.rows, g.n_groups, p);
+          g.zeros = gather_rows<int32_t>(g.zeros, g.rows, g.n_groups, p);
+        }
+      }
+    }
+  }
+  if (layer.is_moe) {
+    for (int64_t e = 0; e < static_cast<int64_t>(layer.experts.size()); ++e)
+      moe_tokens.push_back(expert_tokens.count(e) ? expert_tokens[e] : 0);
+    report["expert_tokens"] = moe_tokens;
+    json st = json::array();
+    for (auto e : starving) st.push_back({{"expert", e}, {"tokens", expert_tokens[e]}, {"threshold", threshold}});
+    report["starving_experts"] = st;
+  }
+  acts->advance(layer, nullptr, fopt);
+}
+
+void GptqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) {
+  auto it = out_.find(module);
+  ANGELSLIM_ASSERT(it != out_.end());
+  Out& o = it->second;
+  const int64_t R = o.rows, K = o.cols, G = o.n_groups;
+  if (dequant_bf16_) {
+    put_half(w, module + ".weight", {R, K}, o.w_hat, true);
+  } else if (awq_layout_) {
+    put_i32(w, module + ".qweight", {K, R / 8}, pack_awq_qweight(o.codes, o.rows, o.cols));
+    put_i32(w, module + ".qzeros", {G, R / 8}, pack_awq_qzeros(o.zeros, o.rows, o.n_groups));
+    put_half(w, module + ".scales", {G, R}, transpose_scales(o.scales, o.rows, o.n_groups), awq_bf16_);
+  } else {
+    const int64_t P = 32 / bits_;
+    put_i32(w, module + ".qweight", {K / P, R}, pack_gptq_qweight(o.codes, o.rows, o.cols, bits_));
+    put_i32(w, module + ".qzeros", {G, R / P}, pack_gptq_qzeros(o.zeros, o.rows, o.n_groups, bits_));
+    put_half(w, module + ".scales", {G, R}, transpose_scales(o.scales, o.rows, o.n_groups), true);
+    put_i32(w, module + ".g_idx", {K}, o.g_idx);
+  }
+  out_.erase(it);
+}
+
+ordered_json GptqQuantizer::quantization_config() const {
+  if (dequant_bf16_) return nullptr;
+  if (awq_layout_) {
+    ordered_json q;
+    q["quant_method"] = "awq";
+    q["zero_point"] = true;
+    q["group_size"] = group_size_;
+    q["bits"] = bits_;
+    q["version"] = "gemm";
+    q["modules_to_not_convert"] = nullptr;
+    return q;
+  }
+  ordered_json q;
+  q["bits"] = bits_;
+  q["group_size"] = group_size_;
+  q["desc_act"] = desc_act_;
+  q["sym"] = true;
+  q["static_groups"] = actorder_ && !desc_act_;
+  q["true_sequential"] = true;
+  q["damp_percent"] = damp_;
+  q["lm_head"] = false;
+  q["quant_method"] = "gptq";
+  q["checkpoint_format"] = "gptq";
+  return q;
+}
+
+void GptqQuantizer::edit_config(ordered_json& config) const {
+  if (awq_layout_) {
+    const char* key = config.contains("dtype") && !config.contains("torch_dtype") ? "dtype" : "torch_dtype";
+    config[key] = awq_bf16_ ? "bfloat16" : "float16";
+  }
+}
+
+}  // namespace angelslim
