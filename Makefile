@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BUILD ?= build
 SAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
-DEB_PKGS := cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev \
+DEB_PKGS := cmake ninja-build g++ pkg-config xz-utils libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev \
             libfmt-dev libeigen3-dev libopenblas-dev libpcre2-dev libutf8proc-dev libstb-dev libgtest-dev \
             libbenchmark-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
