@@ -17,7 +17,9 @@
 #include "angelslim/export/verify.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/weight_loader.h"
+#include "angelslim/quant/awq_quantizer.h"
 #include "angelslim/quant/fp8_quantizer.h"
+#include "angelslim/quant/gptq_quantizer.h"
 #include "angelslim/quant/ignore_match.h"
 #include "angelslim/text/chat_template.h"
 #include "angelslim/text/tokenizer.h"
@@ -140,6 +142,10 @@ int run_pipeline(const RunOptions& opt) {
     for (const auto& m : modules)
       if (m.find(".mlp.gate.wg") != std::string::npos || user.matches(m)) ign.insert(m);
     quantizer = std::make_unique<Fp8Quantizer>(rc, cfg, std::vector<std::string>(ign.begin(), ign.end()));
+  } else if (rc.quant.algo == QuantAlgo::kGptq) {
+    quantizer = std::make_unique<GptqQuantizer>(rc, cfg);
+  } else if (rc.quant.algo == QuantAlgo::kAwq) {
+    quantizer = std::make_unique<AwqQuantizer>(rc, cfg);
   } else {
     throw Unsupported(fmt::format("{}: compression.quantization.name '{}' is not implemented in this build",
                                   rc.config_path.string(), rc.quant.name));
@@ -213,7 +219,10 @@ int run_pipeline(const RunOptions& opt) {
   const auto files = writer.finish();
 
   ordered_json config = ordered_json::parse(read_file(model_dir / "config.json"));
-  config["quantization_config"] = quantizer->quantization_config();
+  if (auto qc = quantizer->quantization_config(); qc.is_null())
+    config.erase("quantization_config");
+  else
+    config["quantization_config"] = std::move(qc);
   quantizer->edit_config(config);
   write_file_atomic(out.tmp() / "config.json", config.dump(2) + "\n");
   copy_aux_files(model_dir, out.tmp());
