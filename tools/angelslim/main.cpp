@@ -15,6 +15,7 @@
 #include "angelslim/eval/perplexity.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/hunyuan.h"
+#include "angelslim/model/synth.h"
 #include "angelslim/model/weight_loader.h"
 #include "angelslim/ops/cpu_ops.h"
 #include "angelslim/pipeline/pipeline.h"
@@ -143,6 +144,15 @@ int main(int argc, char** argv) {
   gen->add_flag("--chat", g_chat, "render the prompt as a user turn with the model's chat template");
   gen->add_option("--max-new-tokens", g_max, "maximum tokens to generate");
 
+  auto* syn = app.add_subcommand("synth", "write a random-weight checkpoint with the real shapes of a preset");
+  SynthOptions so;
+  syn->add_option("--preset", so.preset, "model shape")->required()->check(CLI::IsMember(synth_presets()));
+  syn->add_option("--layers", so.layers, "number of decoder layers (default: the preset's)");
+  syn->add_option("--tokenizer", so.tokenizer_dir, "copy the tokenizer files of this directory");
+  syn->add_option("--out", so.out, "output directory")->required();
+  syn->add_option("--seed", so.seed, "random seed");
+  syn->add_flag("--overwrite", so.overwrite, "replace a non-empty output directory");
+
   auto* insp = app.add_subcommand("inspect", "describe a checkpoint directory");
   std::string i_dir;
   insp->add_option("dir", i_dir, "checkpoint directory")->required();
@@ -165,6 +175,13 @@ int main(int argc, char** argv) {
     }
     if (*gen) return generate_greedy(g_model, g_prompt, g_chat, g_max, std::cout);
     if (*insp) return cmd_inspect(i_dir);
+    if (*syn) {
+      so.threads = threads;
+      so.progress = !quiet;
+      synth_checkpoint(so);
+      std::cout << "wrote " << so.out.string() << "\n";
+      return 0;
+    }
     if (!config.empty()) {
       RunOptions ro;
       ro.config_path = config;
