@@ -298,10 +298,15 @@ void HunyuanModel::head(const float* h, int64_t n, float* logits) const {
   cpu::linear(hn.data(), n, cfg_.d_model, w.data(), cfg_.vocab_size, nullptr, logits);
 }
 
-std::vector<float> HunyuanModel::logits(const int32_t* ids, int64_t n) const {
+std::vector<float> HunyuanModel::hidden(const int32_t* ids, int64_t n) const {
   std::vector<float> x(static_cast<std::size_t>(n * cfg_.d_model));
   embed(ids, n, x.data());
   for (const auto& L : layers_) decoder_layer_forward(cfg_, L, inv_freq_, x.data(), n, 0, opt_);
+  return x;
+}
+
+std::vector<float> HunyuanModel::logits(const int32_t* ids, int64_t n) const {
+  const auto x = hidden(ids, n);
   std::vector<float> out(static_cast<std::size_t>(n * cfg_.vocab_size));
   head(x.data(), n, out.data());
   return out;
@@ -309,9 +314,17 @@ std::vector<float> HunyuanModel::logits(const int32_t* ids, int64_t n) const {
 
 std::vector<float> HunyuanModel::nll(const int32_t* ids, int64_t n) const {
   if (n < 2) return {};
-  const auto lg = logits(ids, n);
+  const auto x = hidden(ids, n);
+  // The head runs on row blocks so the [n, vocab] logits never exist at once (512 x 120818 fp32 = 247 MB).
+  constexpr int64_t kRows = 64;
+  const int64_t V = cfg_.vocab_size, H = cfg_.d_model;
+  std::unique_ptr<float[]> lg(new float[static_cast<std::size_t>(kRows * V)]);
   std::vector<float> out(static_cast<std::size_t>(n - 1));
-  cpu::nll_rows(lg.data(), n - 1, cfg_.vocab_size, ids + 1, out.data());
+  for (int64_t r0 = 0; r0 < n - 1; r0 += kRows) {
+    const int64_t rows = std::min(kRows, n - 1 - r0);
+    head(x.data() + r0 * H, rows, lg.get());
+    cpu::nll_rows(lg.get(), rows, V, ids + 1 + r0, out.data() + r0);
+  }
   return out;
 }
 

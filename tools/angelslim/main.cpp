@@ -105,6 +105,7 @@ int cmd_inspect(const fs::path& dir) {
 
 int main(int argc, char** argv) {
   using namespace angelslim;
+  cpu::ensure_fast_blas(argv);
   CLI::App app{"AngelSlim C++: post-training quantization of Hunyuan checkpoints (FP8, GPTQ, AWQ)"};
   app.set_version_flag("--version", std::string(ANGELSLIM_VERSION));
   std::string config, model_path, save_path, device = "cpu", log_level = "info";
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 
+  app.fallthrough();  // subcommands created below inherit it: global flags may follow the subcommand
   auto* eval = app.add_subcommand("eval", "perplexity over consecutive windows of a text or ids file");
   std::string e_model, e_base, e_text, e_ids;
   int64_t e_seq = 512, e_windows = 0;
@@ -158,7 +160,6 @@ int main(int argc, char** argv) {
   insp->add_option("dir", i_dir, "checkpoint directory")->required();
 
   app.require_subcommand(0, 1);
-  app.fallthrough();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

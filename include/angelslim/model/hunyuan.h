@@ -114,6 +114,8 @@ class HunyuanModel {
   void embed(const int32_t* ids, int64_t n, float* out) const;
   // Final norm + LM head: h [n, d_model] -> logits [n, vocab].
   void head(const float* h, int64_t n, float* logits) const;
+  // Final hidden states (before the final norm) [n, d_model] for one sequence of token ids.
+  std::vector<float> hidden(const int32_t* ids, int64_t n) const;
   // Logits [n, vocab] for one sequence of token ids (positions 0..n-1).
   std::vector<float> logits(const int32_t* ids, int64_t n) const;
   // Per-token NLL of ids[1..n-1] given the prefix: [n-1].

@@ -3,7 +3,11 @@
 
 #include <cblas.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <thread>
@@ -12,11 +16,27 @@
 #include "angelslim/core/dtype.h"
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename(void);
 
 namespace angelslim::cpu {
 
 namespace {
 int g_threads = 0;
+}
+
+void ensure_fast_blas(char** argv) {
+#if defined(__x86_64__)
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+    return;
+  const char* core = openblas_get_corename();
+  if (core == nullptr || std::strcmp(core, "Haswell") != 0) return;
+  ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: keep going with the slower kernels
+#else
+  (void)argv;
+#endif
 }
 
 void set_num_threads(int n) {

@@ -1,0 +1,309 @@
+// GPU decoder layer: the CPU decoder_layer_forward (src/model/hunyuan.cpp, SPEC 3.2-3.6) written against the CUDA
+// ops, step for step and in the same order (observers included), so the two agree up to fp32 summation order.
+#include "angelslim/backend/cuda_layer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "angelslim/core/dtype.h"
+
+namespace angelslim::cuda {
+
+CudaKvCache::CudaKvCache(int64_t capacity, int64_t kv_dim) : capacity_(capacity), kv_dim_(kv_dim) {
+  ANGELSLIM_CHECK(capacity >= 0 && kv_dim > 0, InvalidInput, "CudaKvCache: capacity {} / kv_dim {} (expected >= 0 / > 0)",
+                  capacity, kv_dim);
+  k_.reset(static_cast<std::size_t>(capacity * kv_dim));
+  v_.reset(static_cast<std::size_t>(capacity * kv_dim));
+}
+
+int64_t CudaKvCache::append(int64_t n) {
+  ANGELSLIM_CHECK(n >= 0 && n_ + n <= capacity_, InvalidInput,
+                  "CudaKvCache: appending {} tokens to {} cached exceeds the capacity {}", n, n_, capacity_);
+  const int64_t old = n_;
+  n_ += n;
+  return old;
+}
+
+DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
+  weight_bytes_ += v.size() * sizeof(float);
+  return to_device(ctx_, v);
+}
+
+CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what) {
+  ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in), InvalidInput,
+                  "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(), l.n_out, l.n_in);
+  ANGELSLIM_CHECK(l.bias.empty() || l.bias.size() == static_cast<std::size_t>(l.n_out), InvalidInput,
+                  "layer {} {}: bias has {} values, expected {}", index_, what, l.bias.size(), l.n_out);
+  Lin d;
+  d.n_out = l.n_out;
+  d.n_in = l.n_in;
+  d.act = l.act;
+  if (weights_ == DeviceWeights::kF32) {
+    d.w32 = upload_vec(l.w);
+  } else {
+    std::vector<uint16_t> h(l.w.size());
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      h[i] = ::angelslim::f32_to_bf16(l.w[i]);
+      if (f32_to_bits(::angelslim::bf16_to_f32(h[i])) != f32_to_bits(l.w[i]) && !std::isnan(l.w[i])) ++n_rounded_;
+    }
+    d.w16 = to_device(ctx_, h);
+    weight_bytes_ += h.size() * sizeof(uint16_t);
+  }
+  if (!l.bias.empty()) d.bias = upload_vec(l.bias);
+  if (l.act == ActQuant::kFp8Static) {
+    ANGELSLIM_CHECK(std::isfinite(l.input_scale) && l.input_scale > 0.0f, InvalidInput,
+                    "layer {} {}: input_scale = {} (expected finite, > 0)", index_, what, l.input_scale);
+    d.input_scale = upload_vec({l.input_scale});
+  }
+  return d;
+}
+
+CudaDecoderLayer::DevMlp CudaDecoderLayer::upload_mlp(const Mlp& m, const char* what) {
+  DevMlp d;
+  d.gate = upload_linear(m.gate, what);
+  d.up = upload_linear(m.up, what);
+  d.down = upload_linear(m.down, what);
+  return d;
+}
+
+CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& L,
+                                   const std::vector<float>& inv_freq, DeviceWeights weights)
+    : ctx_(ctx), cfg_(cfg), weights_(weights), index_(L.index) {
+  const int64_t H = cfg.d_model, D = cfg.head_dim;
+  ANGELSLIM_CHECK(D == 64 || D == 128, Unsupported, "CudaDecoderLayer: head_dim = {} (the GPU attention handles 64, 128)",
+                  D);
+  ANGELSLIM_CHECK(cfg.n_kv_heads > 0 && cfg.n_heads % cfg.n_kv_heads == 0, InvalidInput,
+                  "CudaDecoderLayer: n_heads {} is not a multiple of n_kv_heads {}", cfg.n_heads, cfg.n_kv_heads);
+  ANGELSLIM_CHECK(inv_freq.size() == static_cast<std::size_t>(D / 2), InvalidInput,
+                  "CudaDecoderLayer: inv_freq has {} values, expected head_dim/2 = {}", inv_freq.size(), D / 2);
+  ANGELSLIM_CHECK(L.input_norm.size() == static_cast<std::size_t>(H) && L.post_norm.size() == L.input_norm.size(),
+                  InvalidInput, "layer {}: norm weights have {}/{} values, expected d_model = {}", index_,
+                  L.input_norm.size(), L.post_norm.size(), H);
+  if (cfg.use_qk_norm)
+    ANGELSLIM_CHECK(L.q_norm.size() == static_cast<std::size_t>(D) && L.k_norm.size() == L.q_norm.size(), InvalidInput,
+                    "layer {}: QK-norm weights have {}/{} values, expected head_dim = {}", index_, L.q_norm.size(),
+                    L.k_norm.size(), D);
+  inv_freq_ = to_device(ctx_, inv_freq);
+  input_norm_ = upload_vec(L.input_norm);
+  post_norm_ = upload_vec(L.post_norm);
+  if (cfg.use_qk_norm) {
+    q_norm_ = upload_vec(L.q_norm);
+    k_norm_ = upload_vec(L.k_norm);
+  }
+  q_ = upload_linear(L.q, "self_attn.q_proj");
+  k_ = upload_linear(L.k, "self_attn.k_proj");
+  v_ = upload_linear(L.v, "self_attn.v_proj");
+  o_ = upload_linear(L.o, "self_attn.o_proj");
+  ANGELSLIM_CHECK(q_.n_out == cfg.n_heads * D && k_.n_out == cfg.n_kv_heads * D && v_.n_out == k_.n_out &&
+                      q_.n_in == H && k_.n_in == H && v_.n_in == H && o_.n_in == q_.n_out && o_.n_out == H,
+                  InvalidInput, "layer {}: attention projection shapes do not match the config", index_);
+  is_moe_ = L.is_moe;
+  if (is_moe_) {
+    ANGELSLIM_CHECK(cfg.n_experts >= 1 && cfg.n_experts <= 256, Unsupported,
+                    "CudaDecoderLayer: {} experts (the GPU router handles 1..256)", cfg.n_experts);
+    ANGELSLIM_CHECK(L.top_k >= 1 && L.top_k <= cfg.n_experts, InvalidInput, "layer {}: top_k = {} with {} experts",
+                    index_, L.top_k, cfg.n_experts);
+    ANGELSLIM_CHECK(L.router.size() == static_cast<std::size_t>(cfg.n_experts * H) &&
+                        L.experts.size() == static_cast<std::size_t>(cfg.n_experts),
+                    InvalidInput, "layer {}: router has {} values / {} experts, expected [{}, {}] / {}", index_,
+                    L.router.size(), L.experts.size(), cfg.n_experts, H, cfg.n_experts);
+    top_k_ = L.top_k;
+    router_ = upload_vec(L.router);
+    has_shared_ = L.has_shared;
+    if (has_shared_) mlp_ = upload_mlp(L.mlp, "mlp.shared_mlp");
+    for (const auto& e : L.experts) experts_.push_back(upload_mlp(e, "mlp.experts"));
+  } else {
+    mlp_ = upload_mlp(L.mlp, "mlp");
+  }
+}
+
+void CudaDecoderLayer::check_mode(const ForwardOptions& opt) const {
+  ANGELSLIM_CHECK(opt.round_bf16 || weights_ == DeviceWeights::kF32, InvalidInput,
+                  "layer {}: the fp32 reference forward needs fp32 device weights (uploaded as bf16)", index_);
+}
+
+void CudaDecoderLayer::ensure_scratch(int64_t n) {
+  const auto un = static_cast<std::size_t>(n);
+  const auto H = static_cast<std::size_t>(cfg_.d_model);
+  const auto qd = static_cast<std::size_t>(cfg_.n_heads * cfg_.head_dim);
+  const auto kvd = static_cast<std::size_t>(cfg_.n_kv_heads * cfg_.head_dim);
+  std::size_t dff = static_cast<std::size_t>(mlp_.gate.n_out);
+  for (const auto& e : experts_) dff = std::max(dff, static_cast<std::size_t>(e.gate.n_out));
+  const std::size_t max_in = std::max({H, qd, dff});
+  a_.ensure(un * H);
+  o_buf_.ensure(un * H);
+  q_buf_.ensure(un * qd);
+  attn_.ensure(un * qd);
+  k_buf_.ensure(un * kvd);
+  v_buf_.ensure(un * kvd);
+  g_.ensure(un * dff);
+  u_.ensure(un * dff);
+  xq_.ensure(un * max_in);
+  x16_.ensure(un * max_in);
+  amax_.ensure(1);
+  dyn_scale_.ensure(1);
+  if (is_moe_) {
+    const auto E = static_cast<std::size_t>(cfg_.n_experts), k = static_cast<std::size_t>(top_k_);
+    logits_.ensure(un * E);
+    top_.ensure(un * k);
+    wts_.ensure(un * k);
+    slot_w_.ensure(un * k);
+    token_index_.ensure(un * k);
+    offsets_.ensure(E + 1);
+    xin_.ensure(un * H);
+    y_.ensure(un * H);
+    shared_.ensure(un * H);
+  }
+}
+
+void CudaDecoderLayer::observe(CudaLinearObserver* obs, LinearKind kind, int64_t expert, bool shared, const float* x,
+                               int64_t n, int64_t n_in, const int64_t* token_index) {
+  if (!obs) return;
+  obs->observe(ctx_, LinearId{index_, kind, expert, shared}, x, n, n_in, token_index);
+}
+
+void CudaDecoderLayer::apply_linear(const Lin& lin, const float* x, int64_t n, float* y, bool rb) {
+  if (n == 0) return;
+  const int64_t count = n * lin.n_in;
+  const float* scale = nullptr;
+  if (lin.act == ActQuant::kFp8Dynamic) {
+    abs_max(ctx_, x, count, amax_.data());
+    fp8_scale_from_amax(ctx_, amax_.data(), dyn_scale_.data());
+    scale = dyn_scale_.data();
+  } else if (lin.act == ActQuant::kFp8Static) {
+    scale = lin.input_scale.data();
+  }
+  const float* bias = lin.bias.empty() ? nullptr : lin.bias.data();
+  if (weights_ == DeviceWeights::kF32) {
+    const float* in = x;
+    if (scale) {
+      fake_quant_fp8(ctx_, x, count, scale, xq_.data());
+      in = xq_.data();
+    }
+    linear(ctx_, in, n, lin.n_in, lin.w32.data(), lin.n_out, bias, y);
+    if (rb) round_bf16_inplace(ctx_, y, n * lin.n_out);
+  } else {
+    // bf16 mode: x is bf16-representable, and so are the fp8 codes; (q·Wᵀ)·s equals the CPU's (q·s)·Wᵀ up to
+    // the rounding of the scale products.
+    if (scale)
+      quant_fp8_bf16(ctx_, x, count, scale, x16_.data());
+    else
+      f32_to_bf16(ctx_, x, x16_.data(), count);
+    linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16.data(), lin.n_out, nullptr, y);
+    bias_scale(ctx_, y, n, lin.n_out, scale, bias, rb);
+  }
+}
+
+void CudaDecoderLayer::mlp_forward(const DevMlp& mlp, const float* m, int64_t n, float* out, bool rb,
+                                   CudaLinearObserver* obs, int64_t expert, bool shared, const int64_t* token_index) {
+  const int64_t dff = mlp.gate.n_out;
+  observe(obs, LinearKind::kGate, expert, shared, m, n, mlp.gate.n_in, token_index);
+  observe(obs, LinearKind::kUp, expert, shared, m, n, mlp.up.n_in, token_index);
+  apply_linear(mlp.gate, m, n, g_.data(), rb);
+  apply_linear(mlp.up, m, n, u_.data(), rb);
+  swiglu(ctx_, g_.data(), u_.data(), g_.data(), n * dff, rb);
+  observe(obs, LinearKind::kDown, expert, shared, g_.data(), n, dff, token_index);
+  apply_linear(mlp.down, g_.data(), n, out, rb);
+}
+
+void CudaDecoderLayer::moe_forward(const float* m, int64_t n, float* out, bool rb, CudaLinearObserver* obs) {
+  const int64_t H = cfg_.d_model, E = cfg_.n_experts, k = top_k_;
+  // Router in fp32 in both modes (SPEC 3.6): logits, softmax, top-k (lower index on ties), renormalise.
+  linear(ctx_, m, n, H, router_.data(), E, nullptr, logits_.data());
+  moe_route(ctx_, logits_.data(), n, E, k, top_.data(), wts_.data(), rb);
+  if (obs) obs->routed(ctx_, index_, top_.data(), n, k);
+  moe_expert_lists(ctx_, top_.data(), wts_.data(), n, k, E, offsets_.data(), token_index_.data(), slot_w_.data());
+  offsets_host_.resize(static_cast<std::size_t>(E + 1));
+  download(ctx_, offsets_.data(), offsets_host_.size(), offsets_host_.data());  // sizes the per-expert GEMMs
+  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * static_cast<std::size_t>(n * H), ctx_.stream()));
+  // Experts one after another in index order: each token's sum is accumulated in the CPU's order.
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t begin = offsets_host_[static_cast<std::size_t>(e)];
+    const int64_t ne = offsets_host_[static_cast<std::size_t>(e) + 1] - begin;
+    if (ne == 0) continue;
+    const int64_t* idx = token_index_.data() + begin;
+    gather_rows(ctx_, m, H, idx, ne, xin_.data());
+    mlp_forward(experts_[static_cast<std::size_t>(e)], xin_.data(), ne, y_.data(), rb, obs, e, false, idx);
+    scatter_add_rows(ctx_, y_.data(), H, idx, slot_w_.data() + begin, ne, out, rb);
+  }
+  if (rb) round_bf16_inplace(ctx_, out, n * H);
+  if (has_shared_) {
+    mlp_forward(mlp_, m, n, shared_.data(), rb, obs, -1, true, nullptr);
+    add(ctx_, out, shared_.data(), out, n * H, rb);
+  }
+}
+
+void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, const ForwardOptions& opt,
+                                       CudaLinearObserver* obs, CudaKvCache* cache, float* out) {
+  check_mode(opt);
+  ANGELSLIM_CHECK(n >= 0 && pos0 >= 0, InvalidInput, "layer {}: n_tokens {} / pos0 {} (expected >= 0)", index_, n,
+                  pos0);
+  ensure_scratch(n);
+  const bool rb = opt.round_bf16;
+  const int64_t H = cfg_.d_model, D = cfg_.head_dim, nH = cfg_.n_heads, nKV = cfg_.n_kv_heads;
+  const int64_t kvd = nKV * D;
+  observe(obs, LinearKind::kQ, -1, false, a, n, H, nullptr);
+  observe(obs, LinearKind::kK, -1, false, a, n, H, nullptr);
+  observe(obs, LinearKind::kV, -1, false, a, n, H, nullptr);
+  apply_linear(q_, a, n, q_buf_.data(), rb);
+  apply_linear(k_, a, n, k_buf_.data(), rb);
+  apply_linear(v_, a, n, v_buf_.data(), rb);
+  // RoPE first, then QK-norm (SPEC 3.4).
+  rope(ctx_, q_buf_.data(), n, nH, D, inv_freq_.data(), pos0, rb);
+  rope(ctx_, k_buf_.data(), n, nKV, D, inv_freq_.data(), pos0, rb);
+  if (cfg_.use_qk_norm) {
+    rms_norm(ctx_, q_buf_.data(), n * nH, D, q_norm_.data(), cfg_.rms_norm_eps, q_buf_.data(), rb);
+    rms_norm(ctx_, k_buf_.data(), n * nKV, D, k_norm_.data(), cfg_.rms_norm_eps, k_buf_.data(), rb);
+  }
+  const float* kp = k_buf_.data();
+  const float* vp = v_buf_.data();
+  int64_t n_past = 0;
+  if (cache) {
+    ANGELSLIM_CHECK(cache->kv_dim() == kvd, InvalidInput, "layer {}: KV cache rows have {} values, expected {}", index_,
+                    cache->kv_dim(), kvd);
+    n_past = cache->append(n);
+    const std::size_t bytes = sizeof(float) * static_cast<std::size_t>(n * kvd);
+    const std::size_t off = static_cast<std::size_t>(n_past * kvd);
+    if (bytes) {
+      ANGELSLIM_CUDA_CHECK(
+          cudaMemcpyAsync(cache->k() + off, k_buf_.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+      ANGELSLIM_CUDA_CHECK(
+          cudaMemcpyAsync(cache->v() + off, v_buf_.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+    }
+    kp = cache->k();
+    vp = cache->v();
+  }
+  attention(ctx_, q_buf_.data(), kp, vp, n, n_past, nH, nKV, D, attn_.data(), rb);
+  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, nH * D, nullptr);
+  apply_linear(o_, attn_.data(), n, out, rb);
+}
+
+void CudaDecoderLayer::ffn_block(const float* m, int64_t n, const ForwardOptions& opt, CudaLinearObserver* obs,
+                                 float* out) {
+  check_mode(opt);
+  ANGELSLIM_CHECK(n >= 0, InvalidInput, "layer {}: n_tokens {} (expected >= 0)", index_, n);
+  ensure_scratch(n);
+  if (n == 0) return;
+  if (is_moe_)
+    moe_forward(m, n, out, opt.round_bf16, obs);
+  else
+    mlp_forward(mlp_, m, n, out, opt.round_bf16, obs, -1, false, nullptr);
+}
+
+void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardOptions& opt, CudaLinearObserver* obs,
+                               CudaKvCache* cache) {
+  check_mode(opt);
+  ANGELSLIM_CHECK(n >= 0, InvalidInput, "layer {}: n_tokens {} (expected >= 0)", index_, n);
+  if (n == 0) return;
+  ensure_scratch(n);
+  const bool rb = opt.round_bf16;
+  const int64_t H = cfg_.d_model;
+  rms_norm(ctx_, x, n, H, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  attention_block(a_.data(), n, pos0, opt, obs, cache, o_buf_.data());
+  add(ctx_, x, o_buf_.data(), x, n * H, rb);
+  rms_norm(ctx_, x, n, H, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  ffn_block(a_.data(), n, opt, obs, o_buf_.data());
+  add(ctx_, x, o_buf_.data(), x, n * H, rb);
+}
+
+}  // namespace angelslim::cuda

@@ -1,0 +1,270 @@
+// Checked host wrappers of the CUDA backend ops (see include/angelslim/backend/cuda_ops.h): argument checks,
+// cuBLAS calls, and a last-error check after every kernel launch.
+#include "angelslim/backend/cuda_ops.h"
+
+#include <limits>
+
+#include "backend/cuda/kernels.h"
+
+namespace angelslim::cuda {
+
+namespace {
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr std::size_t kWorkspaceBytes = 32u << 20;  // cuBLAS on Hopper asks for 32 MiB (cuBLAS docs)
+
+int to_int(int64_t v, const char* what) {
+  ANGELSLIM_CHECK(v >= 0 && v <= kInt32Max, InvalidInput, "cuda: {} = {} does not fit the int32 range of cuBLAS", what,
+                  v);
+  return static_cast<int>(v);
+}
+
+void check_nonneg(int64_t v, const char* op, const char* what) {
+  ANGELSLIM_CHECK(v >= 0, InvalidInput, "cuda::{}: {} = {} (expected >= 0)", op, what, v);
+}
+
+}  // namespace
+
+void throw_cuda_error(const char* what, const char* message, const char* file, int line) {
+  throw Internal(fmt::format("{} failed: {} ({}:{})", what, message ? message : "unknown error", file, line));
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the error so later checked calls do not see it
+    return 0;
+  }
+  return n;
+}
+
+CudaContext::CudaContext(int device) : device_(device) {
+  const int n = device_count();
+  ANGELSLIM_CHECK(device >= 0 && device < n, Unsupported, "cuda: device {} requested, {} CUDA device(s) available",
+                  device, n);
+  ANGELSLIM_CUDA_CHECK(cudaSetDevice(device));
+  ANGELSLIM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
+  ANGELSLIM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  ANGELSLIM_CUBLAS_CHECK(cublasCreate(&cublas_));
+  ANGELSLIM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  // Default math: fp32 GEMMs stay fp32 (no TF32); GemmEx with BF16 inputs still uses the tensor cores.
+  ANGELSLIM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  workspace_.reset(kWorkspaceBytes);
+  ANGELSLIM_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.data(), kWorkspaceBytes));
+}
+
+CudaContext::~CudaContext() {
+  if (stream_) (void)cudaStreamSynchronize(stream_);
+  if (cublas_) (void)cublasDestroy(cublas_);
+  workspace_.reset(0);
+  if (stream_) (void)cudaStreamDestroy(stream_);
+}
+
+void CudaContext::synchronize() const { ANGELSLIM_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+void linear(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, const float* w, int64_t n_out,
+            const float* bias, float* y, float beta) {
+  const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in"), o = to_int(n_out, "n_out");
+  if (t == 0 || o == 0) return;
+  if (k == 0) {
+    if (beta == 0.0f) ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * t * o, ctx.stream()));
+  } else {
+    const float alpha = 1.0f;
+    // Row-major y[t, o] = x[t, k]·w[o, k]ᵀ is column-major yᵀ[o, t] = (w as k×o)ᵀ · (x as k×t).
+    ANGELSLIM_CUBLAS_CHECK(cublasSgemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, k, x, k, &beta, y, o));
+  }
+  if (bias) {
+    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, t, o, nullptr, bias, false),
+                                "bias_scale_kernel");
+  }
+}
+
+void linear_bf16(CudaContext& ctx, const uint16_t* x, int64_t n_tokens, int64_t n_in, const uint16_t* w,
+                 int64_t n_out, const float* bias, float* y, float alpha, float beta) {
+  const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in"), o = to_int(n_out, "n_out");
+  if (t == 0 || o == 0) return;
+  if (k == 0) {
+    if (beta == 0.0f) ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * t * o, ctx.stream()));
+  } else {
+    ANGELSLIM_CUBLAS_CHECK(cublasGemmEx(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, CUDA_R_16BF, k, x,
+                                        CUDA_R_16BF, k, &beta, y, CUDA_R_32F, o, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
+  }
+  if (bias) {
+    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, t, o, nullptr, bias, false),
+                                "bias_scale_kernel");
+  }
+}
+
+void bias_scale(CudaContext& ctx, float* y, int64_t n_tokens, int64_t n_out, const float* scale, const float* bias,
+                bool round_bf16) {
+  check_nonneg(n_tokens, "bias_scale", "n_tokens");
+  check_nonneg(n_out, "bias_scale", "n_out");
+  if (n_tokens * n_out == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, n_tokens, n_out, scale, bias, round_bf16),
+      "bias_scale_kernel");
+}
+
+void rms_norm(CudaContext& ctx, const float* x, int64_t rows, int64_t n, const float* w, float eps, float* y,
+              bool round_bf16) {
+  check_nonneg(rows, "rms_norm", "rows");
+  ANGELSLIM_CHECK(n > 0, InvalidInput, "cuda::rms_norm: row width n = {} (expected > 0)", n);
+  ANGELSLIM_CHECK(rows <= kInt32Max, InvalidInput, "cuda::rms_norm: {} rows exceed the grid limit", rows);
+  if (rows == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::rms_norm(ctx.stream(), x, rows, n, w, eps, y, round_bf16), "rms_norm_kernel");
+}
+
+void rope(CudaContext& ctx, float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float* inv_freq,
+          int64_t pos0, bool round_bf16) {
+  check_nonneg(n_tokens, "rope", "n_tokens");
+  check_nonneg(n_heads, "rope", "n_heads");
+  check_nonneg(pos0, "rope", "pos0");
+  ANGELSLIM_CHECK(head_dim > 0 && head_dim % 2 == 0, InvalidInput, "cuda::rope: head_dim = {} (expected even, > 0)",
+                  head_dim);
+  if (n_tokens * n_heads == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::rope(ctx.stream(), ctx.sm_count(), x, n_tokens, n_heads, head_dim, inv_freq, pos0, round_bf16),
+      "rope_kernel");
+}
+
+void attention(CudaContext& ctx, const float* q, const float* k, const float* v, int64_t n_q, int64_t n_past,
+               int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, bool round_bf16) {
+  ANGELSLIM_CHECK(head_dim == 64 || head_dim == 128, Unsupported,
+                  "cuda::attention: head_dim = {} (the kernel is built for 64 and 128)", head_dim);
+  ANGELSLIM_CHECK(n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0, InvalidInput,
+                  "cuda::attention: n_heads = {} must be a positive multiple of n_kv_heads = {}", n_heads, n_kv_heads);
+  ANGELSLIM_CHECK(n_heads <= 65535, InvalidInput, "cuda::attention: n_heads = {} exceeds the grid limit", n_heads);
+  check_nonneg(n_q, "attention", "n_q");
+  check_nonneg(n_past, "attention", "n_past");
+  ANGELSLIM_CHECK(n_past + n_q <= kInt32Max, InvalidInput, "cuda::attention: {} keys exceed the int32 range",
+                  n_past + n_q);
+  if (n_q == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::attention(ctx.stream(), q, k, v, n_q, n_past, n_heads, n_kv_heads, head_dim, out, round_bf16),
+      "attention_kernel");
+}
+
+void swiglu(CudaContext& ctx, const float* gate, const float* up, float* out, int64_t n, bool round_bf16) {
+  check_nonneg(n, "swiglu", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::swiglu(ctx.stream(), ctx.sm_count(), gate, up, out, n, round_bf16),
+                              "swiglu_kernel");
+}
+
+void add(CudaContext& ctx, const float* a, const float* b, float* out, int64_t n, bool round_bf16) {
+  check_nonneg(n, "add", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::add(ctx.stream(), ctx.sm_count(), a, b, out, n, round_bf16), "add_kernel");
+}
+
+void round_bf16_inplace(CudaContext& ctx, float* x, int64_t n) {
+  check_nonneg(n, "round_bf16_inplace", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::round_bf16(ctx.stream(), ctx.sm_count(), x, n), "round_bf16_kernel");
+}
+
+void f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t n) {
+  check_nonneg(n, "f32_to_bf16", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(ctx.stream(), ctx.sm_count(), x, y, n), "f32_to_bf16_kernel");
+}
+
+void bf16_to_f32(CudaContext& ctx, const uint16_t* x, float* y, int64_t n) {
+  check_nonneg(n, "bf16_to_f32", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bf16_to_f32(ctx.stream(), ctx.sm_count(), x, y, n), "bf16_to_f32_kernel");
+}
+
+void fake_quant_fp8(CudaContext& ctx, const float* x, int64_t n, const float* scale, float* y) {
+  check_nonneg(n, "fake_quant_fp8", "n");
+  ANGELSLIM_CHECK(scale != nullptr, InvalidInput, "cuda::fake_quant_fp8: scale is null");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::fake_quant_fp8(ctx.stream(), ctx.sm_count(), x, n, scale, y),
+                              "fake_quant_fp8_kernel");
+}
+
+void quant_fp8_bf16(CudaContext& ctx, const float* x, int64_t n, const float* scale, uint16_t* q) {
+  check_nonneg(n, "quant_fp8_bf16", "n");
+  ANGELSLIM_CHECK(scale != nullptr, InvalidInput, "cuda::quant_fp8_bf16: scale is null");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::quant_fp8_bf16(ctx.stream(), ctx.sm_count(), x, n, scale, q),
+                              "quant_fp8_bf16_kernel");
+}
+
+void abs_max(CudaContext& ctx, const float* x, int64_t n, float* out) {
+  check_nonneg(n, "abs_max", "n");
+  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float), ctx.stream()));
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::abs_max(ctx.stream(), ctx.sm_count(), x, n, out), "abs_max_kernel");
+}
+
+void abs_max_columns(CudaContext& ctx, const float* x, int64_t rows, int64_t cols, float* out) {
+  check_nonneg(rows, "abs_max_columns", "rows");
+  check_nonneg(cols, "abs_max_columns", "cols");
+  if (cols == 0) return;
+  ANGELSLIM_CHECK((cols + 255) / 256 <= kInt32Max, InvalidInput, "cuda::abs_max_columns: {} columns", cols);
+  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * static_cast<std::size_t>(cols), ctx.stream()));
+  if (rows == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::abs_max_columns(ctx.stream(), ctx.sm_count(), x, rows, cols, out),
+                              "abs_max_columns_kernel");
+}
+
+void fp8_scale_from_amax(CudaContext& ctx, const float* amax, float* scale) {
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::fp8_scale_from_amax(ctx.stream(), amax, scale), "fp8_scale_kernel");
+}
+
+void moe_route(CudaContext& ctx, float* logits, int64_t n_tokens, int64_t n_experts, int64_t top_k, int32_t* experts,
+               float* weights, bool round_bf16) {
+  ANGELSLIM_CHECK(n_experts >= 1 && n_experts <= 256, Unsupported,
+                  "cuda::moe_route: n_experts = {} (the kernel handles 1..256)", n_experts);
+  ANGELSLIM_CHECK(top_k >= 1 && top_k <= n_experts, InvalidInput,
+                  "cuda::moe_route: top_k = {} (expected 1..n_experts = {})", top_k, n_experts);
+  check_nonneg(n_tokens, "moe_route", "n_tokens");
+  ANGELSLIM_CHECK(n_tokens / 128 < kInt32Max, InvalidInput, "cuda::moe_route: {} tokens", n_tokens);
+  if (n_tokens == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::moe_route(ctx.stream(), logits, n_tokens, n_experts, top_k, experts, weights, round_bf16),
+      "moe_route_kernel");
+}
+
+void moe_expert_lists(CudaContext& ctx, const int32_t* experts, const float* weights, int64_t n_tokens,
+                      int64_t top_k, int64_t n_experts, int64_t* offsets, int64_t* token_index, float* slot_weight) {
+  ANGELSLIM_CHECK(n_experts >= 1 && n_experts <= 65535, InvalidInput, "cuda::moe_expert_lists: n_experts = {}",
+                  n_experts);
+  ANGELSLIM_CHECK(top_k >= 1, InvalidInput, "cuda::moe_expert_lists: top_k = {} (expected >= 1)", top_k);
+  check_nonneg(n_tokens, "moe_expert_lists", "n_tokens");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::moe_expert_lists(ctx.stream(), experts, weights, n_tokens, top_k, n_experts,
+                                                        offsets, token_index, slot_weight),
+                              "moe_count/scan/fill_kernel");
+}
+
+void gather_rows(CudaContext& ctx, const float* x, int64_t d, const int64_t* index, int64_t m, float* out) {
+  check_nonneg(d, "gather_rows", "d");
+  check_nonneg(m, "gather_rows", "m");
+  if (m * d == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gather_rows(ctx.stream(), ctx.sm_count(), x, d, index, m, out),
+                              "gather_rows_kernel");
+}
+
+void scatter_add_rows(CudaContext& ctx, const float* y, int64_t d, const int64_t* index, const float* weight,
+                      int64_t m, float* out, bool round_bf16) {
+  check_nonneg(d, "scatter_add_rows", "d");
+  check_nonneg(m, "scatter_add_rows", "m");
+  if (m * d == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::scatter_add_rows(ctx.stream(), ctx.sm_count(), y, d, index, weight, m, out, round_bf16),
+      "scatter_add_rows_kernel");
+}
+
+void hessian_accumulate(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, float alpha, float* h) {
+  const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in");
+  if (t == 0 || k == 0) return;
+  const float beta = 1.0f;
+  // x row-major [t, k] is column-major k×t (lda k): C[k×k] += alpha·A·Aᵀ = xᵀx, lower triangle.
+  ANGELSLIM_CUBLAS_CHECK(
+      cublasSsyrk(ctx.cublas(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, k, t, &alpha, x, k, &beta, h, k));
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
+}
+
+}  // namespace angelslim::cuda
