@@ -25,6 +25,9 @@ class ChatTemplate {
   // (e.g. tools, enable_thinking); bos_token/eos_token are provided by the caller through `extra` too.
   std::string render(const nlohmann::json& messages, bool add_generation_prompt,
                      const nlohmann::json& extra = nlohmann::json::object()) const;
+  // Same, keeping the key order of the input objects (as Python dicts do), which `tojson` shows.
+  std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                     const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
 
   const std::string& source() const { return source_; }
   // Hex sha256 of the template source string.
