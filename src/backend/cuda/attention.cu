@@ -11,10 +11,10 @@ namespace angelslim::cuda::kernels {
 
 namespace {
 
-constexpr int kBq = 64;              // query rows per block
-constexpr int kBk = 64;              // keys per tile
-constexpr int kLd = 68;              // padded row length of the 64-wide shared tiles (16-byte aligned rows)
-constexpr int kAttnThreads = 256;    // 16 × 16 threads, each a 4×4 score micro-tile
+constexpr int kBq = 64;            // query rows per block
+constexpr int kBk = 64;            // keys per tile
+constexpr int kLd = 68;            // padded row length of the 64-wide shared tiles (16-byte aligned rows)
+constexpr int kAttnThreads = 256;  // 16 × 16 threads, each a 4×4 score micro-tile
 
 // Q (transposed), one K-or-V tile, P: 87 KB for D = 128, so two blocks share an SM (227 KB); a separate V tile
 // (119 KB, one block per SM) measured 1.58 ms for 2048 tokens × 16 heads on an H100.
@@ -59,11 +59,9 @@ __device__ __forceinline__ void load_kv_tile(const float* src, int64_t kv_stride
 }
 
 template <int D>
-__global__ void __launch_bounds__(kAttnThreads) attention_kernel(const float* __restrict__ q,
-                                                                 const float* __restrict__ k,
-                                                                 const float* __restrict__ v, int n_q, int n_past,
-                                                                 int n_heads, int group, float scale,
-                                                                 float* __restrict__ out, bool rb) {
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, int n_q,
+                     int n_past, int n_heads, int group, float scale, float* __restrict__ out, bool rb) {
   extern __shared__ float4 smem4[];
   float* Qt = reinterpret_cast<float*>(smem4);
   float* Kt = Qt + D * kLd;

@@ -10,8 +10,8 @@
 namespace angelslim::cuda {
 
 CudaKvCache::CudaKvCache(int64_t capacity, int64_t kv_dim) : capacity_(capacity), kv_dim_(kv_dim) {
-  ANGELSLIM_CHECK(capacity >= 0 && kv_dim > 0, InvalidInput, "CudaKvCache: capacity {} / kv_dim {} (expected >= 0 / > 0)",
-                  capacity, kv_dim);
+  ANGELSLIM_CHECK(capacity >= 0 && kv_dim > 0, InvalidInput,
+                  "CudaKvCache: capacity {} / kv_dim {} (expected >= 0 / > 0)", capacity, kv_dim);
   k_.reset(static_cast<std::size_t>(capacity * kv_dim));
   v_.reset(static_cast<std::size_t>(capacity * kv_dim));
 }
@@ -66,54 +66,57 @@ CudaDecoderLayer::DevMlp CudaDecoderLayer::upload_mlp(const Mlp& m, const char* 
   return d;
 }
 
-CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& L,
+CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
                                    const std::vector<float>& inv_freq, DeviceWeights weights)
-    : ctx_(ctx), cfg_(cfg), weights_(weights), index_(L.index) {
-  const int64_t H = cfg.d_model, D = cfg.head_dim;
-  ANGELSLIM_CHECK(D == 64 || D == 128, Unsupported, "CudaDecoderLayer: head_dim = {} (the GPU attention handles 64, 128)",
-                  D);
+    : ctx_(ctx), cfg_(cfg), weights_(weights), index_(layer.index) {
+  const int64_t d_model = cfg.d_model, head_dim = cfg.head_dim;
+  ANGELSLIM_CHECK(head_dim == 64 || head_dim == 128, Unsupported,
+                  "CudaDecoderLayer: head_dim = {} (the GPU attention handles 64, 128)", head_dim);
   ANGELSLIM_CHECK(cfg.n_kv_heads > 0 && cfg.n_heads % cfg.n_kv_heads == 0, InvalidInput,
                   "CudaDecoderLayer: n_heads {} is not a multiple of n_kv_heads {}", cfg.n_heads, cfg.n_kv_heads);
-  ANGELSLIM_CHECK(inv_freq.size() == static_cast<std::size_t>(D / 2), InvalidInput,
-                  "CudaDecoderLayer: inv_freq has {} values, expected head_dim/2 = {}", inv_freq.size(), D / 2);
-  ANGELSLIM_CHECK(L.input_norm.size() == static_cast<std::size_t>(H) && L.post_norm.size() == L.input_norm.size(),
-                  InvalidInput, "layer {}: norm weights have {}/{} values, expected d_model = {}", index_,
-                  L.input_norm.size(), L.post_norm.size(), H);
+  ANGELSLIM_CHECK(inv_freq.size() == static_cast<std::size_t>(head_dim / 2), InvalidInput,
+                  "CudaDecoderLayer: inv_freq has {} values, expected head_dim/2 = {}", inv_freq.size(), head_dim / 2);
+  ANGELSLIM_CHECK(
+      layer.input_norm.size() == static_cast<std::size_t>(d_model) && layer.post_norm.size() == layer.input_norm.size(),
+      InvalidInput, "layer {}: norm weights have {}/{} values, expected d_model = {}", index_, layer.input_norm.size(),
+      layer.post_norm.size(), d_model);
   if (cfg.use_qk_norm)
-    ANGELSLIM_CHECK(L.q_norm.size() == static_cast<std::size_t>(D) && L.k_norm.size() == L.q_norm.size(), InvalidInput,
-                    "layer {}: QK-norm weights have {}/{} values, expected head_dim = {}", index_, L.q_norm.size(),
-                    L.k_norm.size(), D);
+    ANGELSLIM_CHECK(
+        layer.q_norm.size() == static_cast<std::size_t>(head_dim) && layer.k_norm.size() == layer.q_norm.size(),
+        InvalidInput, "layer {}: QK-norm weights have {}/{} values, expected head_dim = {}", index_,
+        layer.q_norm.size(), layer.k_norm.size(), head_dim);
   inv_freq_ = to_device(ctx_, inv_freq);
-  input_norm_ = upload_vec(L.input_norm);
-  post_norm_ = upload_vec(L.post_norm);
+  input_norm_ = upload_vec(layer.input_norm);
+  post_norm_ = upload_vec(layer.post_norm);
   if (cfg.use_qk_norm) {
-    q_norm_ = upload_vec(L.q_norm);
-    k_norm_ = upload_vec(L.k_norm);
+    q_norm_ = upload_vec(layer.q_norm);
+    k_norm_ = upload_vec(layer.k_norm);
   }
-  q_ = upload_linear(L.q, "self_attn.q_proj");
-  k_ = upload_linear(L.k, "self_attn.k_proj");
-  v_ = upload_linear(L.v, "self_attn.v_proj");
-  o_ = upload_linear(L.o, "self_attn.o_proj");
-  ANGELSLIM_CHECK(q_.n_out == cfg.n_heads * D && k_.n_out == cfg.n_kv_heads * D && v_.n_out == k_.n_out &&
-                      q_.n_in == H && k_.n_in == H && v_.n_in == H && o_.n_in == q_.n_out && o_.n_out == H,
+  q_ = upload_linear(layer.q, "self_attn.q_proj");
+  k_ = upload_linear(layer.k, "self_attn.k_proj");
+  v_ = upload_linear(layer.v, "self_attn.v_proj");
+  o_ = upload_linear(layer.o, "self_attn.o_proj");
+  ANGELSLIM_CHECK(q_.n_out == cfg.n_heads * head_dim && k_.n_out == cfg.n_kv_heads * head_dim && v_.n_out == k_.n_out &&
+                      q_.n_in == d_model && k_.n_in == d_model && v_.n_in == d_model && o_.n_in == q_.n_out &&
+                      o_.n_out == d_model,
                   InvalidInput, "layer {}: attention projection shapes do not match the config", index_);
-  is_moe_ = L.is_moe;
+  is_moe_ = layer.is_moe;
   if (is_moe_) {
     ANGELSLIM_CHECK(cfg.n_experts >= 1 && cfg.n_experts <= 256, Unsupported,
                     "CudaDecoderLayer: {} experts (the GPU router handles 1..256)", cfg.n_experts);
-    ANGELSLIM_CHECK(L.top_k >= 1 && L.top_k <= cfg.n_experts, InvalidInput, "layer {}: top_k = {} with {} experts",
-                    index_, L.top_k, cfg.n_experts);
-    ANGELSLIM_CHECK(L.router.size() == static_cast<std::size_t>(cfg.n_experts * H) &&
-                        L.experts.size() == static_cast<std::size_t>(cfg.n_experts),
+    ANGELSLIM_CHECK(layer.top_k >= 1 && layer.top_k <= cfg.n_experts, InvalidInput,
+                    "layer {}: top_k = {} with {} experts", index_, layer.top_k, cfg.n_experts);
+    ANGELSLIM_CHECK(layer.router.size() == static_cast<std::size_t>(cfg.n_experts * d_model) &&
+                        layer.experts.size() == static_cast<std::size_t>(cfg.n_experts),
                     InvalidInput, "layer {}: router has {} values / {} experts, expected [{}, {}] / {}", index_,
-                    L.router.size(), L.experts.size(), cfg.n_experts, H, cfg.n_experts);
-    top_k_ = L.top_k;
-    router_ = upload_vec(L.router);
-    has_shared_ = L.has_shared;
-    if (has_shared_) mlp_ = upload_mlp(L.mlp, "mlp.shared_mlp");
-    for (const auto& e : L.experts) experts_.push_back(upload_mlp(e, "mlp.experts"));
+                    layer.router.size(), layer.experts.size(), cfg.n_experts, d_model, cfg.n_experts);
+    top_k_ = layer.top_k;
+    router_ = upload_vec(layer.router);
+    has_shared_ = layer.has_shared;
+    if (has_shared_) mlp_ = upload_mlp(layer.mlp, "mlp.shared_mlp");
+    for (const auto& e : layer.experts) experts_.push_back(upload_mlp(e, "mlp.experts"));
   } else {
-    mlp_ = upload_mlp(L.mlp, "mlp");
+    mlp_ = upload_mlp(layer.mlp, "mlp");
   }
 }
 
@@ -124,14 +127,14 @@ void CudaDecoderLayer::check_mode(const ForwardOptions& opt) const {
 
 void CudaDecoderLayer::ensure_scratch(int64_t n) {
   const auto un = static_cast<std::size_t>(n);
-  const auto H = static_cast<std::size_t>(cfg_.d_model);
+  const auto d_model = static_cast<std::size_t>(cfg_.d_model);
   const auto qd = static_cast<std::size_t>(cfg_.n_heads * cfg_.head_dim);
   const auto kvd = static_cast<std::size_t>(cfg_.n_kv_heads * cfg_.head_dim);
   std::size_t dff = static_cast<std::size_t>(mlp_.gate.n_out);
   for (const auto& e : experts_) dff = std::max(dff, static_cast<std::size_t>(e.gate.n_out));
-  const std::size_t max_in = std::max({H, qd, dff});
-  a_.ensure(un * H);
-  o_buf_.ensure(un * H);
+  const std::size_t max_in = std::max({d_model, qd, dff});
+  a_.ensure(un * d_model);
+  o_buf_.ensure(un * d_model);
   q_buf_.ensure(un * qd);
   attn_.ensure(un * qd);
   k_buf_.ensure(un * kvd);
@@ -143,16 +146,16 @@ void CudaDecoderLayer::ensure_scratch(int64_t n) {
   amax_.ensure(1);
   dyn_scale_.ensure(1);
   if (is_moe_) {
-    const auto E = static_cast<std::size_t>(cfg_.n_experts), k = static_cast<std::size_t>(top_k_);
-    logits_.ensure(un * E);
+    const auto n_experts = static_cast<std::size_t>(cfg_.n_experts), k = static_cast<std::size_t>(top_k_);
+    logits_.ensure(un * n_experts);
     top_.ensure(un * k);
     wts_.ensure(un * k);
     slot_w_.ensure(un * k);
     token_index_.ensure(un * k);
-    offsets_.ensure(E + 1);
-    xin_.ensure(un * H);
-    y_.ensure(un * H);
-    shared_.ensure(un * H);
+    offsets_.ensure(n_experts + 1);
+    xin_.ensure(un * d_model);
+    y_.ensure(un * d_model);
+    shared_.ensure(un * d_model);
   }
 }
 
@@ -207,29 +210,30 @@ void CudaDecoderLayer::mlp_forward(const DevMlp& mlp, const float* m, int64_t n,
 }
 
 void CudaDecoderLayer::moe_forward(const float* m, int64_t n, float* out, bool rb, CudaLinearObserver* obs) {
-  const int64_t H = cfg_.d_model, E = cfg_.n_experts, k = top_k_;
+  const int64_t d_model = cfg_.d_model, n_experts = cfg_.n_experts, k = top_k_;
   // Router in fp32 in both modes (SPEC 3.6): logits, softmax, top-k (lower index on ties), renormalise.
-  linear(ctx_, m, n, H, router_.data(), E, nullptr, logits_.data());
-  moe_route(ctx_, logits_.data(), n, E, k, top_.data(), wts_.data(), rb);
+  linear(ctx_, m, n, d_model, router_.data(), n_experts, nullptr, logits_.data());
+  moe_route(ctx_, logits_.data(), n, n_experts, k, top_.data(), wts_.data(), rb);
   if (obs) obs->routed(ctx_, index_, top_.data(), n, k);
-  moe_expert_lists(ctx_, top_.data(), wts_.data(), n, k, E, offsets_.data(), token_index_.data(), slot_w_.data());
-  offsets_host_.resize(static_cast<std::size_t>(E + 1));
+  moe_expert_lists(ctx_, top_.data(), wts_.data(), n, k, n_experts, offsets_.data(), token_index_.data(),
+                   slot_w_.data());
+  offsets_host_.resize(static_cast<std::size_t>(n_experts + 1));
   download(ctx_, offsets_.data(), offsets_host_.size(), offsets_host_.data());  // sizes the per-expert GEMMs
-  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * static_cast<std::size_t>(n * H), ctx_.stream()));
+  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * static_cast<std::size_t>(n * d_model), ctx_.stream()));
   // Experts one after another in index order: each token's sum is accumulated in the CPU's order.
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t begin = offsets_host_[static_cast<std::size_t>(e)];
     const int64_t ne = offsets_host_[static_cast<std::size_t>(e) + 1] - begin;
     if (ne == 0) continue;
     const int64_t* idx = token_index_.data() + begin;
-    gather_rows(ctx_, m, H, idx, ne, xin_.data());
+    gather_rows(ctx_, m, d_model, idx, ne, xin_.data());
     mlp_forward(experts_[static_cast<std::size_t>(e)], xin_.data(), ne, y_.data(), rb, obs, e, false, idx);
-    scatter_add_rows(ctx_, y_.data(), H, idx, slot_w_.data() + begin, ne, out, rb);
+    scatter_add_rows(ctx_, y_.data(), d_model, idx, slot_w_.data() + begin, ne, out, rb);
   }
-  if (rb) round_bf16_inplace(ctx_, out, n * H);
+  if (rb) round_bf16_inplace(ctx_, out, n * d_model);
   if (has_shared_) {
     mlp_forward(mlp_, m, n, shared_.data(), rb, obs, -1, true, nullptr);
-    add(ctx_, out, shared_.data(), out, n * H, rb);
+    add(ctx_, out, shared_.data(), out, n * d_model, rb);
   }
 }
 
@@ -240,20 +244,20 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
                   pos0);
   ensure_scratch(n);
   const bool rb = opt.round_bf16;
-  const int64_t H = cfg_.d_model, D = cfg_.head_dim, nH = cfg_.n_heads, nKV = cfg_.n_kv_heads;
-  const int64_t kvd = nKV * D;
-  observe(obs, LinearKind::kQ, -1, false, a, n, H, nullptr);
-  observe(obs, LinearKind::kK, -1, false, a, n, H, nullptr);
-  observe(obs, LinearKind::kV, -1, false, a, n, H, nullptr);
+  const int64_t d_model = cfg_.d_model, head_dim = cfg_.head_dim, n_heads = cfg_.n_heads, n_kv_heads = cfg_.n_kv_heads;
+  const int64_t kvd = n_kv_heads * head_dim;
+  observe(obs, LinearKind::kQ, -1, false, a, n, d_model, nullptr);
+  observe(obs, LinearKind::kK, -1, false, a, n, d_model, nullptr);
+  observe(obs, LinearKind::kV, -1, false, a, n, d_model, nullptr);
   apply_linear(q_, a, n, q_buf_.data(), rb);
   apply_linear(k_, a, n, k_buf_.data(), rb);
   apply_linear(v_, a, n, v_buf_.data(), rb);
   // RoPE first, then QK-norm (SPEC 3.4).
-  rope(ctx_, q_buf_.data(), n, nH, D, inv_freq_.data(), pos0, rb);
-  rope(ctx_, k_buf_.data(), n, nKV, D, inv_freq_.data(), pos0, rb);
+  rope(ctx_, q_buf_.data(), n, n_heads, head_dim, inv_freq_.data(), pos0, rb);
+  rope(ctx_, k_buf_.data(), n, n_kv_heads, head_dim, inv_freq_.data(), pos0, rb);
   if (cfg_.use_qk_norm) {
-    rms_norm(ctx_, q_buf_.data(), n * nH, D, q_norm_.data(), cfg_.rms_norm_eps, q_buf_.data(), rb);
-    rms_norm(ctx_, k_buf_.data(), n * nKV, D, k_norm_.data(), cfg_.rms_norm_eps, k_buf_.data(), rb);
+    rms_norm(ctx_, q_buf_.data(), n * n_heads, head_dim, q_norm_.data(), cfg_.rms_norm_eps, q_buf_.data(), rb);
+    rms_norm(ctx_, k_buf_.data(), n * n_kv_heads, head_dim, k_norm_.data(), cfg_.rms_norm_eps, k_buf_.data(), rb);
   }
   const float* kp = k_buf_.data();
   const float* vp = v_buf_.data();
@@ -273,8 +277,8 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
     kp = cache->k();
     vp = cache->v();
   }
-  attention(ctx_, q_buf_.data(), kp, vp, n, n_past, nH, nKV, D, attn_.data(), rb);
-  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, nH * D, nullptr);
+  attention(ctx_, q_buf_.data(), kp, vp, n, n_past, n_heads, n_kv_heads, head_dim, attn_.data(), rb);
+  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, n_heads * head_dim, nullptr);
   apply_linear(o_, attn_.data(), n, out, rb);
 }
 
@@ -297,13 +301,13 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
   if (n == 0) return;
   ensure_scratch(n);
   const bool rb = opt.round_bf16;
-  const int64_t H = cfg_.d_model;
-  rms_norm(ctx_, x, n, H, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  const int64_t d_model = cfg_.d_model;
+  rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
   attention_block(a_.data(), n, pos0, opt, obs, cache, o_buf_.data());
-  add(ctx_, x, o_buf_.data(), x, n * H, rb);
-  rms_norm(ctx_, x, n, H, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
   ffn_block(a_.data(), n, opt, obs, o_buf_.data());
-  add(ctx_, x, o_buf_.data(), x, n * H, rb);
+  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
 }
 
 }  // namespace angelslim::cuda

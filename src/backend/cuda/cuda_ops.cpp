@@ -56,7 +56,7 @@ CudaContext::CudaContext(int device) : device_(device) {
 CudaContext::~CudaContext() {
   if (stream_) (void)cudaStreamSynchronize(stream_);
   if (cublas_) (void)cublasDestroy(cublas_);
-  workspace_.reset(0);
+  workspace_ = DeviceBuffer<unsigned char>();
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
 
@@ -71,7 +71,8 @@ void linear(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, co
   } else {
     const float alpha = 1.0f;
     // Row-major y[t, o] = x[t, k]·w[o, k]ᵀ is column-major yᵀ[o, t] = (w as k×o)ᵀ · (x as k×t).
-    ANGELSLIM_CUBLAS_CHECK(cublasSgemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, k, x, k, &beta, y, o));
+    ANGELSLIM_CUBLAS_CHECK(
+        cublasSgemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, k, x, k, &beta, y, o));
   }
   if (bias) {
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, t, o, nullptr, bias, false),
@@ -79,8 +80,8 @@ void linear(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, co
   }
 }
 
-void linear_bf16(CudaContext& ctx, const uint16_t* x, int64_t n_tokens, int64_t n_in, const uint16_t* w,
-                 int64_t n_out, const float* bias, float* y, float alpha, float beta) {
+void linear_bf16(CudaContext& ctx, const uint16_t* x, int64_t n_tokens, int64_t n_in, const uint16_t* w, int64_t n_out,
+                 const float* bias, float* y, float alpha, float beta) {
   const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in"), o = to_int(n_out, "n_out");
   if (t == 0 || o == 0) return;
   if (k == 0) {
@@ -228,8 +229,8 @@ void moe_route(CudaContext& ctx, float* logits, int64_t n_tokens, int64_t n_expe
       "moe_route_kernel");
 }
 
-void moe_expert_lists(CudaContext& ctx, const int32_t* experts, const float* weights, int64_t n_tokens,
-                      int64_t top_k, int64_t n_experts, int64_t* offsets, int64_t* token_index, float* slot_weight) {
+void moe_expert_lists(CudaContext& ctx, const int32_t* experts, const float* weights, int64_t n_tokens, int64_t top_k,
+                      int64_t n_experts, int64_t* offsets, int64_t* token_index, float* slot_weight) {
   ANGELSLIM_CHECK(n_experts >= 1 && n_experts <= 65535, InvalidInput, "cuda::moe_expert_lists: n_experts = {}",
                   n_experts);
   ANGELSLIM_CHECK(top_k >= 1, InvalidInput, "cuda::moe_expert_lists: top_k = {} (expected >= 1)", top_k);
@@ -247,8 +248,8 @@ void gather_rows(CudaContext& ctx, const float* x, int64_t d, const int64_t* ind
                               "gather_rows_kernel");
 }
 
-void scatter_add_rows(CudaContext& ctx, const float* y, int64_t d, const int64_t* index, const float* weight,
-                      int64_t m, float* out, bool round_bf16) {
+void scatter_add_rows(CudaContext& ctx, const float* y, int64_t d, const int64_t* index, const float* weight, int64_t m,
+                      float* out, bool round_bf16) {
   check_nonneg(d, "scatter_add_rows", "d");
   check_nonneg(m, "scatter_add_rows", "m");
   if (m * d == 0) return;

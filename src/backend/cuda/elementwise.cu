@@ -16,8 +16,9 @@ int grid_for(int64_t n, int sm_count) {
 
 namespace {
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define GRID_STRIDE(i, n)                                                                \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __global__ void bias_scale_kernel(float* y, int64_t n_tokens, int64_t n_out, const float* scale, const float* bias,
                                   bool rb) {
@@ -92,9 +93,7 @@ __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n
   GRID_STRIDE(i, n) out[i] = maybe_round(__fadd_rn(a[i], b[i]), rb);
 }
 
-__global__ void round_bf16_kernel(float* x, int64_t n) {
-  GRID_STRIDE(i, n) x[i] = round_bf16(x[i]);
-}
+__global__ void round_bf16_kernel(float* x, int64_t n) { GRID_STRIDE(i, n) x[i] = round_bf16(x[i]); }
 
 __global__ void f32_to_bf16_kernel(const float* x, uint16_t* y, int64_t n) {
   GRID_STRIDE(i, n) y[i] = f32_to_bf16_bits(x[i]);
@@ -131,8 +130,7 @@ __global__ void abs_max_kernel(const float* x, int64_t n, float* out) {
 }
 
 // Thread per column, grid-stride over row chunks; atomicMax per column.
-__global__ void abs_max_columns_kernel(const float* x, int64_t rows, int64_t cols, int64_t rows_per_block,
-                                       float* out) {
+__global__ void abs_max_columns_kernel(const float* x, int64_t rows, int64_t cols, int64_t rows_per_block, float* out) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= cols) return;
   const int64_t r0 = blockIdx.y * rows_per_block;
@@ -169,7 +167,7 @@ cudaError_t rms_norm(cudaStream_t s, const float* x, int64_t rows, int64_t n, co
 cudaError_t rope(cudaStream_t s, int sm, float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                  const float* inv_freq, int64_t pos0, bool rb) {
   rope_kernel<<<grid_for(n_tokens * n_heads * (head_dim / 2), sm), kThreads, 0, s>>>(x, n_tokens, n_heads, head_dim,
-                                                                                   inv_freq, pos0, rb);
+                                                                                     inv_freq, pos0, rb);
   return cudaGetLastError();
 }
 

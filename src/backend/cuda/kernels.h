@@ -17,8 +17,7 @@ cudaError_t rms_norm(cudaStream_t s, const float* x, int64_t rows, int64_t n, co
                      bool round_bf16);
 cudaError_t rope(cudaStream_t s, int sm, float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                  const float* inv_freq, int64_t pos0, bool round_bf16);
-cudaError_t swiglu(cudaStream_t s, int sm, const float* gate, const float* up, float* out, int64_t n,
-                   bool round_bf16);
+cudaError_t swiglu(cudaStream_t s, int sm, const float* gate, const float* up, float* out, int64_t n, bool round_bf16);
 cudaError_t add(cudaStream_t s, int sm, const float* a, const float* b, float* out, int64_t n, bool round_bf16);
 cudaError_t round_bf16(cudaStream_t s, int sm, float* x, int64_t n);
 cudaError_t f32_to_bf16(cudaStream_t s, int sm, const float* x, uint16_t* y, int64_t n);
@@ -41,8 +40,7 @@ cudaError_t moe_route(cudaStream_t s, float* logits, int64_t n_tokens, int64_t n
 cudaError_t moe_expert_lists(cudaStream_t s, const int32_t* experts, const float* weights, int64_t n_tokens,
                              int64_t top_k, int64_t n_experts, int64_t* offsets, int64_t* token_index,
                              float* slot_weight);
-cudaError_t gather_rows(cudaStream_t s, int sm, const float* x, int64_t d, const int64_t* index, int64_t m,
-                        float* out);
+cudaError_t gather_rows(cudaStream_t s, int sm, const float* x, int64_t d, const int64_t* index, int64_t m, float* out);
 cudaError_t scatter_add_rows(cudaStream_t s, int sm, const float* y, int64_t d, const int64_t* index,
                              const float* weight, int64_t m, float* out, bool round_bf16);
 // Copies the lower triangle of the column-major n×n matrix h onto its upper triangle.

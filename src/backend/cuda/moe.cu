@@ -90,15 +90,16 @@ __global__ void moe_fill_kernel(const int32_t* experts, const float* weights, in
   }
 }
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define GRID_STRIDE(i, n)                                                                \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __global__ void gather_rows_kernel(const float* x, int64_t d, const int64_t* index, int64_t m, float* out) {
   GRID_STRIDE(i, m * d) out[i] = x[index[i / d] * d + i % d];
 }
 
-__global__ void scatter_add_rows_kernel(const float* y, int64_t d, const int64_t* index, const float* weight,
-                                        int64_t m, float* out, bool rb) {
+__global__ void scatter_add_rows_kernel(const float* y, int64_t d, const int64_t* index, const float* weight, int64_t m,
+                                        float* out, bool rb) {
   GRID_STRIDE(i, m * d) {
     const int64_t r = i / d;
     const float p = weight ? __fmul_rn(weight[r], y[i]) : y[i];
@@ -138,7 +139,7 @@ cudaError_t moe_expert_lists(cudaStream_t s, const int32_t* experts, const float
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   moe_fill_kernel<<<e, kThreads, 0, s>>>(experts, weights, n_slots, static_cast<int>(top_k), offsets, token_index,
-                                          slot_weight);
+                                         slot_weight);
   return cudaGetLastError();
 }
 
