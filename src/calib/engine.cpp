@@ -46,12 +46,20 @@ void OffsetObserver::observe(const LinearId& id, const float* x, int64_t n, int6
 
 void CalibActivations::run(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt,
                            float* dst) const {
+  // Samples go through the layer in ragged batches of about kBatchTokens tokens: GEMMs and observers see many
+  // tokens at once, attention stays per sample. Results do not depend on the batching beyond fp32 summation order.
+  constexpr int64_t kBatchTokens = 4096;
   const int64_t H = cfg_.d_model;
   OffsetObserver off(observer);
   std::vector<float> buf;
-  for (int64_t s = 0; s < n_samples(); ++s) {
-    const int64_t b = sample_begin(s), n = sample_len(s);
-    float* x = dst;
+  std::vector<int64_t> segs;
+  for (int64_t s0 = 0; s0 < n_samples();) {
+    int64_t s1 = s0 + 1;
+    while (s1 < n_samples() && sample_begin(s1 + 1) - sample_begin(s0) <= kBatchTokens) ++s1;
+    const int64_t b = sample_begin(s0), n = sample_begin(s1) - b;
+    segs.assign(1, 0);
+    for (int64_t s = s0; s < s1; ++s) segs.push_back(sample_begin(s + 1) - b);
+    float* x;
     if (!dst) {
       buf.assign(x_.begin() + b * H, x_.begin() + (b + n) * H);
       x = buf.data();
@@ -59,7 +67,8 @@ void CalibActivations::run(const DecoderLayer& layer, LinearObserver* observer, 
       x = dst + b * H;
     }
     off.set_offset(b);
-    decoder_layer_forward(cfg_, layer, inv_freq_, x, n, 0, opt, observer ? &off : nullptr);
+    decoder_layer_forward(cfg_, layer, inv_freq_, x, n, 0, opt, observer ? &off : nullptr, nullptr, segs);
+    s0 = s1;
   }
 }
 
@@ -68,6 +77,7 @@ void CalibActivations::observe(const DecoderLayer& layer, LinearObserver* observ
 }
 
 void CalibActivations::advance(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt) {
+  ANGELSLIM_ASSERT(opt.stop_after == StopAfter::kNone);
   run(layer, observer, opt, x_.data());
 }
 

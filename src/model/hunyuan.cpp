@@ -174,7 +174,11 @@ void moe_forward(const ModelConfig& cfg, const DecoderLayer& L, const float* m, 
 
 void attention_block(const ModelConfig& cfg, const DecoderLayer& L, const std::vector<float>& inv_freq,
                      const float* a, int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs,
-                     KvCache* cache, float* out) {
+                     KvCache* cache, float* out, std::span<const int64_t> seq_offsets) {
+  const int64_t single[2] = {0, n};
+  const std::span<const int64_t> segs = seq_offsets.empty() ? std::span<const int64_t>(single) : seq_offsets;
+  ANGELSLIM_ASSERT(segs.size() >= 2 && segs.front() == 0 && segs.back() == n);
+  ANGELSLIM_ASSERT(segs.size() == 2 || (pos0 == 0 && cache == nullptr));
   const bool rb = opt.round_bf16;
   const int64_t H = cfg.d_model, D = cfg.head_dim, nH = cfg.n_heads, nKV = cfg.n_kv_heads;
   const int64_t qd = nH * D, kvd = nKV * D;
@@ -183,12 +187,16 @@ void attention_block(const ModelConfig& cfg, const DecoderLayer& L, const std::v
   observe(obs, L.index, LinearKind::kQ, -1, false, a, n, H);
   observe(obs, L.index, LinearKind::kK, -1, false, a, n, H);
   observe(obs, L.index, LinearKind::kV, -1, false, a, n, H);
+  if (opt.stop_after == StopAfter::kQkvInput) return;
   apply_linear(L.q, a, n, q.data(), rb, scratch);
   apply_linear(L.k, a, n, kk.data(), rb, scratch);
   apply_linear(L.v, a, n, vv.data(), rb, scratch);
   // RoPE first, then QK-norm (SPEC 3.4).
-  cpu::rope(q.data(), n, nH, D, inv_freq.data(), pos0, rb);
-  cpu::rope(kk.data(), n, nKV, D, inv_freq.data(), pos0, rb);
+  for (std::size_t sgi = 0; sgi + 1 < segs.size(); ++sgi) {
+    const int64_t b = segs[sgi], len = segs[sgi + 1] - b;
+    cpu::rope(q.data() + b * qd, len, nH, D, inv_freq.data(), pos0, rb);
+    cpu::rope(kk.data() + b * kvd, len, nKV, D, inv_freq.data(), pos0, rb);
+  }
   if (cfg.use_qk_norm) {
     cpu::rms_norm(q.data(), n * nH, D, L.q_norm.data(), cfg.rms_norm_eps, q.data(), rb);
     cpu::rms_norm(kk.data(), n * nKV, D, L.k_norm.data(), cfg.rms_norm_eps, kk.data(), rb);
@@ -205,8 +213,16 @@ void attention_block(const ModelConfig& cfg, const DecoderLayer& L, const std::v
     vp = cache->v.data();
   }
   std::vector<float> attn(static_cast<std::size_t>(n * qd));
-  cpu::attention(q.data(), kp, vp, n, n_past, nH, nKV, D, attn.data(), rb);
+  if (segs.size() == 2) {
+    cpu::attention(q.data(), kp, vp, n, n_past, nH, nKV, D, attn.data(), rb);
+  } else {
+    for (std::size_t sgi = 0; sgi + 1 < segs.size(); ++sgi) {
+      const int64_t b = segs[sgi], len = segs[sgi + 1] - b;
+      cpu::attention(q.data() + b * qd, kp + b * kvd, vp + b * kvd, len, 0, nH, nKV, D, attn.data() + b * qd, rb);
+    }
+  }
   observe(obs, L.index, LinearKind::kO, -1, false, attn.data(), n, qd);
+  if (opt.stop_after == StopAfter::kOInput) return;
   apply_linear(L.o, attn.data(), n, out, rb, scratch);
 }
 
@@ -219,14 +235,22 @@ void ffn_block(const ModelConfig& cfg, const DecoderLayer& L, const float* m, in
 }
 
 void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& L, const std::vector<float>& inv_freq, float* x,
-                           int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs, KvCache* cache) {
+                           int64_t n, int64_t pos0, const ForwardOptions& opt, LinearObserver* obs, KvCache* cache,
+                           std::span<const int64_t> seq_offsets) {
   const bool rb = opt.round_bf16;
   const int64_t H = cfg.d_model;
   std::vector<float> a(static_cast<std::size_t>(n * H)), o(static_cast<std::size_t>(n * H));
   cpu::rms_norm(x, n, H, L.input_norm.data(), cfg.rms_norm_eps, a.data(), rb);
-  attention_block(cfg, L, inv_freq, a.data(), n, pos0, opt, obs, cache, o.data());
+  attention_block(cfg, L, inv_freq, a.data(), n, pos0, opt, obs, cache, o.data(), seq_offsets);
+  if (opt.stop_after == StopAfter::kQkvInput || opt.stop_after == StopAfter::kOInput) return;
   for (int64_t i = 0; i < n * H; ++i) x[i] = rb ? round_bf16(x[i] + o[i]) : x[i] + o[i];
   cpu::rms_norm(x, n, H, L.post_norm.data(), cfg.rms_norm_eps, a.data(), rb);
+  if (opt.stop_after == StopAfter::kMlpInput && !L.is_moe) {
+    // Dense MLP: its gate/up input is the norm output (routed experts need the router, so MoE runs on).
+    observe(obs, L.index, LinearKind::kGate, -1, false, a.data(), n, H);
+    observe(obs, L.index, LinearKind::kUp, -1, false, a.data(), n, H);
+    return;
+  }
   ffn_block(cfg, L, a.data(), n, opt, obs, o.data());
   for (int64_t i = 0; i < n * H; ++i) x[i] = rb ? round_bf16(x[i] + o[i]) : x[i] + o[i];
 }

@@ -205,9 +205,13 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
   const std::vector<std::set<LinearKind>> stages = {
       {LinearKind::kQ, LinearKind::kK, LinearKind::kV}, {LinearKind::kO}, {LinearKind::kGate, LinearKind::kUp},
       {LinearKind::kDown}};
-  for (const auto& kinds : stages) {
+  const StopAfter stops[] = {StopAfter::kQkvInput, StopAfter::kOInput, StopAfter::kMlpInput, StopAfter::kNone};
+  for (std::size_t si = 0; si < stages.size(); ++si) {
+    const auto& kinds = stages[si];
     HessianObserver obs(kinds);
-    acts->observe(layer, &obs, fopt);
+    ForwardOptions stage_opt = fopt;
+    stage_opt.stop_after = stops[si];
+    acts->observe(layer, &obs, stage_opt);
     // Group this stage's quantized linears by shared input, in forward order.
     std::vector<std::string> keys;
     std::map<std::string, std::vector<std::pair<LinearId, Linear*>>> groups;

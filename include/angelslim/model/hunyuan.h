@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -72,8 +73,13 @@ class LinearObserver {
   virtual void routed(int64_t /*layer*/, const int32_t* /*experts*/, int64_t /*n_tokens*/, int64_t /*k*/) {}
 };
 
+// Where an observing pass may stop: once the inputs an algorithm's current stage needs have been observed,
+// the rest of the layer is not computed (the layer's outputs are then not produced).
+enum class StopAfter { kNone, kQkvInput, kOInput, kMlpInput };
+
 struct ForwardOptions {
   bool round_bf16 = false;  // BF16 storage points (SPEC 3.1); false = fp32 reference mode
+  StopAfter stop_after = StopAfter::kNone;
 };
 
 // Key/value cache of one layer for incremental decoding: [n_tokens, n_kv_heads * head_dim] each.
@@ -87,15 +93,19 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg);
 
 // Runs one decoder layer in place on x [n_tokens, d_model] (one sequence at positions pos0 ...).
 // With `cache`, keys/values are appended and attention sees all cached positions.
+// With `seq_offsets` (size S+1, seq_offsets[0] = 0, last = n_tokens), x holds S sequences back to back, each at
+// positions 0.. with its own causal attention (a ragged batch: GEMMs run over all tokens at once); pos0 must be
+// 0 and cache null then.
 void decoder_layer_forward(const ModelConfig& cfg, const DecoderLayer& layer, const std::vector<float>& inv_freq,
                            float* x, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
-                           LinearObserver* observer = nullptr, KvCache* cache = nullptr);
+                           LinearObserver* observer = nullptr, KvCache* cache = nullptr,
+                           std::span<const int64_t> seq_offsets = {});
 
 // The two halves of a decoder layer, for algorithms that evaluate sub-blocks (AWQ):
 // attention_block: a = input_layernorm(x) [n, d_model] -> out = o_proj(attention(...)) [n, d_model] (no residual).
 void attention_block(const ModelConfig& cfg, const DecoderLayer& layer, const std::vector<float>& inv_freq,
                      const float* a, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt, LinearObserver* observer,
-                     KvCache* cache, float* out);
+                     KvCache* cache, float* out, std::span<const int64_t> seq_offsets = {});
 // ffn_block: m = post_attention_layernorm(h) [n, d_model] -> out = MLP(m) or MoE(m) [n, d_model] (no residual).
 void ffn_block(const ModelConfig& cfg, const DecoderLayer& layer, const float* m, int64_t n_tokens,
                const ForwardOptions& opt, LinearObserver* observer, float* out);
