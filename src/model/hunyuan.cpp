@@ -322,10 +322,10 @@ void HunyuanModel::head(const float* h, int64_t n, float* logits) const {
   cpu::linear(hn.data(), n, cfg_.d_model, w.data(), cfg_.vocab_size, nullptr, logits);
 }
 
-std::vector<float> HunyuanModel::hidden(const int32_t* ids, int64_t n) const {
+std::vector<float> HunyuanModel::hidden(const int32_t* ids, int64_t n, std::span<const int64_t> seq_offsets) const {
   std::vector<float> x(static_cast<std::size_t>(n * cfg_.d_model));
   embed(ids, n, x.data());
-  for (const auto& L : layers_) decoder_layer_forward(cfg_, L, inv_freq_, x.data(), n, 0, opt_);
+  for (const auto& L : layers_) decoder_layer_forward(cfg_, L, inv_freq_, x.data(), n, 0, opt_, nullptr, nullptr, seq_offsets);
   return x;
 }
 
@@ -336,19 +336,24 @@ std::vector<float> HunyuanModel::logits(const int32_t* ids, int64_t n) const {
   return out;
 }
 
-std::vector<float> HunyuanModel::nll(const int32_t* ids, int64_t n) const {
-  if (n < 2) return {};
-  const auto x = hidden(ids, n);
+std::vector<float> HunyuanModel::nll(const int32_t* ids, int64_t n) const { return nll_batch(ids, 1, n); }
+
+std::vector<float> HunyuanModel::nll_batch(const int32_t* ids, int64_t count, int64_t len) const {
+  if (len < 2 || count < 1) return {};
+  std::vector<int64_t> offsets;
+  for (int64_t i = 0; i <= count; ++i) offsets.push_back(i * len);
+  const auto x = hidden(ids, count * len, count > 1 ? std::span<const int64_t>(offsets) : std::span<const int64_t>());
   // The head runs on row blocks so the [n, vocab] logits never exist at once (512 x 120818 fp32 = 247 MB).
   constexpr int64_t kRows = 64;
   const int64_t V = cfg_.vocab_size, H = cfg_.d_model;
   std::unique_ptr<float[]> lg(new float[static_cast<std::size_t>(kRows * V)]);
-  std::vector<float> out(static_cast<std::size_t>(n - 1));
-  for (int64_t r0 = 0; r0 < n - 1; r0 += kRows) {
-    const int64_t rows = std::min(kRows, n - 1 - r0);
-    head(x.data() + r0 * H, rows, lg.get());
-    cpu::nll_rows(lg.get(), rows, V, ids + 1 + r0, out.data() + r0);
-  }
+  std::vector<float> out(static_cast<std::size_t>(count * (len - 1)));
+  for (int64_t s = 0; s < count; ++s)
+    for (int64_t r0 = 0; r0 < len - 1; r0 += kRows) {
+      const int64_t rows = std::min(kRows, len - 1 - r0);
+      head(x.data() + (s * len + r0) * H, rows, lg.get());
+      cpu::nll_rows(lg.get(), rows, V, ids + s * len + 1 + r0, out.data() + s * (len - 1) + r0);
+    }
   return out;
 }
 

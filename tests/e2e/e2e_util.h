@@ -1,7 +1,9 @@
 // Helpers for end-to-end tests: temporary directories, YAML configs for the fixtures, running the pipeline.
 #pragma once
+#include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -13,6 +15,18 @@
 namespace angelslim::test {
 
 inline const std::string kData = ANGELSLIM_TEST_DATA;
+
+// Same allocator tuning as tools/angelslim/main.cpp (per-sample buffers stay on the heap, no mmap churn).
+inline const bool kMallocTuned = (mallopt(M_MMAP_THRESHOLD, 32 << 20), mallopt(M_TRIM_THRESHOLD, 256 << 20), true);
+
+// Under ASan/UBSan (about 10x slower) the end-to-end tests run every code path on a few short samples and keep
+// their structure checks; the perplexity bounds, which need the full calibration set, are checked in the release
+// run only (tests say so with `if (test::kCheckQuality)`).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kCheckQuality = false;
+#else
+inline constexpr bool kCheckQuality = true;
+#endif
 
 class TmpDir {
  public:
@@ -35,6 +49,10 @@ class TmpDir {
 inline std::filesystem::path write_config(const std::filesystem::path& dir, const std::string& stem,
                                           const std::string& fixture, const std::string& model_name,
                                           const std::string& quant, int num_samples = 16, int max_len = 256) {
+  if (!kCheckQuality) {
+    num_samples = std::min(num_samples, 4);
+    max_len = std::min(max_len, 128);
+  }
   const auto p = dir / (stem + ".yaml");
   std::ofstream f(p);
   f << "global:\n  save_path: " << (dir / "out").string() << "\n"

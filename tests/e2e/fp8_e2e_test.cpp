@@ -81,11 +81,13 @@ TEST(Fp8E2E, DenseStaticLayoutConfigAndPerplexity) {
   }
   // Perplexity through the loader that dequantizes and fake-quantizes activations (vLLM semantics):
   // FP8 on this model costs a fraction of a percent; 1% is the bound.
-  const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny");
-  const double q = test::heldout_ppl(out);
-  std::printf("hy-dense-tiny fp8_static: ppl %.4f -> %.4f (%+.3f%%)\n", base, q, (q / base - 1) * 100);
-  EXPECT_LT(q / base - 1, 0.01);
-  EXPECT_NE(q, base);  // activations and weights really are quantized
+  if (test::kCheckQuality) {
+    const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny");
+    const double q = test::heldout_ppl(out);
+    std::printf("hy-dense-tiny fp8_static: ppl %.4f -> %.4f (%+.3f%%)\n", base, q, (q / base - 1) * 100);
+    EXPECT_LT(q / base - 1, 0.01);
+    EXPECT_NE(q, base);  // activations and weights really are quantized
+  }
 
   // An existing non-empty output is refused without --overwrite, and accepted with it.
   EXPECT_THROW(run_pipeline(ro), InvalidInput);
@@ -122,10 +124,12 @@ TEST(Fp8E2E, MoeStaticSharesExpertInputScales) {
     }
     EXPECT_EQ(st.get(p + "shared_mlp.down_proj.weight").dtype, DType::kF8E4M3);
   }
-  const double base = test::heldout_ppl(test::kData + "/fixtures/hy-moe-tiny");
-  const double q = test::heldout_ppl(out);
-  std::printf("hy-moe-tiny fp8_static: ppl %.4f -> %.4f (%+.3f%%)\n", base, q, (q / base - 1) * 100);
-  EXPECT_LT(q / base - 1, 0.01);
+  if (test::kCheckQuality) {
+    const double base = test::heldout_ppl(test::kData + "/fixtures/hy-moe-tiny");
+    const double q = test::heldout_ppl(out);
+    std::printf("hy-moe-tiny fp8_static: ppl %.4f -> %.4f (%+.3f%%)\n", base, q, (q / base - 1) * 100);
+    EXPECT_LT(q / base - 1, 0.01);
+  }
 }
 
 TEST(Fp8E2E, DynamicHasNoInputScale) {
@@ -140,9 +144,11 @@ TEST(Fp8E2E, DynamicHasNoInputScale) {
   TensorStore st(out);
   EXPECT_FALSE(st.has("model.layers.0.self_attn.q_proj.input_scale"));
   EXPECT_EQ(st.get("model.layers.0.self_attn.q_proj.weight").dtype, DType::kF8E4M3);
-  const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny", 2);
-  const double q = test::heldout_ppl(out, 2);
-  EXPECT_LT(q / base - 1, 0.01);
+  if (test::kCheckQuality) {
+    const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny", 2);
+    const double q = test::heldout_ppl(out, 2);
+    EXPECT_LT(q / base - 1, 0.01);
+  }
 }
 
 TEST(Fp8E2E, FailureLeavesNoOutput) {

@@ -124,12 +124,16 @@ class HunyuanModel {
   void embed(const int32_t* ids, int64_t n, float* out) const;
   // Final norm + LM head: h [n, d_model] -> logits [n, vocab].
   void head(const float* h, int64_t n, float* logits) const;
-  // Final hidden states (before the final norm) [n, d_model] for one sequence of token ids.
-  std::vector<float> hidden(const int32_t* ids, int64_t n) const;
+  // Final hidden states (before the final norm) [n, d_model] for one sequence of token ids, or for several
+  // sequences back to back when seq_offsets is given (see decoder_layer_forward).
+  std::vector<float> hidden(const int32_t* ids, int64_t n, std::span<const int64_t> seq_offsets = {}) const;
   // Logits [n, vocab] for one sequence of token ids (positions 0..n-1).
   std::vector<float> logits(const int32_t* ids, int64_t n) const;
   // Per-token NLL of ids[1..n-1] given the prefix: [n-1].
   std::vector<float> nll(const int32_t* ids, int64_t n) const;
+  // The same for `count` independent sequences of `len` tokens stored back to back, run as one ragged batch:
+  // returns count * (len - 1) values, sequence by sequence.
+  std::vector<float> nll_batch(const int32_t* ids, int64_t count, int64_t len) const;
 
   // Incremental decoding: feeds `ids` after the cached positions and returns the logits of the last token.
   struct Session {
