@@ -59,7 +59,7 @@ void copy_aux_files(const fs::path& src, const fs::path& dst) {
     if (!e.is_regular_file()) continue;
     const std::string name = e.path().filename().string();
     if (name == "config.json" || name == "model.safetensors.index.json") continue;
-    if (e.path().extension() == ".safetensors") continue;
+    if (name.find(".safetensors") != std::string::npos) continue;  // weights (also compressed copies)
     if (!name.empty() && name[0] == '.') continue;
     std::error_code ec;
     fs::copy_file(e.path(), dst / name, fs::copy_options::overwrite_existing, ec);
