@@ -13,6 +13,34 @@ using nlohmann::ordered_json;
 
 namespace {
 
+// Running abs-max and token count of every linear input of one layer (real tokens only: the engine never pads).
+class AbsMaxObserver : public LinearObserver {
+ public:
+  struct Stat {
+    float amax = 0.0f;
+    int64_t tokens = 0;
+  };
+  void observe(const LinearId& id, const float* x, int64_t n, int64_t n_in, const int64_t*) override {
+    Stat& s = stats_[id.rel_name()];
+    float m = s.amax;
+    for (int64_t i = 0; i < n * n_in; ++i) {
+      const float a = std::fabs(x[i]);
+      if (!(a <= 3.4e38f))
+        throw InvalidInput(fmt::format("non-finite activation entering {} (layer {})", id.full_name(), id.layer));
+      m = std::max(m, a);
+    }
+    s.amax = m;
+    s.tokens += n;
+  }
+  Stat get(const std::string& rel) const {
+    auto it = stats_.find(rel);
+    return it == stats_.end() ? Stat{} : it->second;
+  }
+
+ private:
+  std::map<std::string, Stat> stats_;
+};
+
 float rel_error(const std::vector<float>& w, const std::vector<float>& d) {
   double num = 0, den = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
@@ -33,17 +61,11 @@ Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vec
       ignore_list_(std::move(ignore_list)) {}
 
 void Fp8Quantizer::quantize_layer(DecoderLayer& L, CalibActivations* acts, json& report) {
-  quantize_layer_with(L, acts, report);
-}
-
-void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, json& report) {
-  LayerStats obs;
+  AbsMaxObserver obs;
   if (static_) {
-    ANGELSLIM_ASSERT(calib != nullptr);
+    ANGELSLIM_ASSERT(acts != nullptr);
     // FP8 calibration propagates unquantized activations (SPEC 4.3.2), so observing and advancing is one pass.
-    StatsSpec spec;
-    spec.abs_max = true;
-    obs = calib->advance_stats(L, ForwardOptions{cfg_.torch_dtype != "float32"}, spec);
+    acts->advance(L, &obs, ForwardOptions{cfg_.torch_dtype != "float32"});
   }
   auto linears = layer_linears(L);
   std::vector<std::pair<LinearId, Linear*>> todo;
@@ -76,13 +98,13 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
   float expert_in_gu = 0.0f, expert_in_down = 0.0f;
   for (auto& [id, lin] : linears) {
     if (id.expert < 0) continue;
-    const float a = obs.abs_max_of(id).amax;
+    const float a = obs.get(id.rel_name()).amax;
     if (id.kind == LinearKind::kDown) expert_in_down = std::max(expert_in_down, a);
     else expert_in_gu = std::max(expert_in_gu, a);
   }
   for (auto& [id, lin] : todo) {
     const std::string rel = id.rel_name();
-    const auto stat = obs.abs_max_of(id);
+    const auto stat = obs.get(rel);
     Out o;
     o.rows = lin->n_out;
     o.cols = lin->n_in;

@@ -268,29 +268,4 @@ void hessian_accumulate(CudaContext& ctx, const float* x, int64_t n_tokens, int6
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
 }
 
-void abs_max_accumulate(CudaContext& ctx, const float* x, int64_t n, float* out) {
-  check_nonneg(n, "abs_max_accumulate", "n");
-  if (n == 0) return;
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::abs_max(ctx.stream(), ctx.sm_count(), x, n, out), "abs_max_kernel");
-}
-
-void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_tokens, int64_t n_in, float* h) {
-  const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in");
-  if (t == 0 || k == 0) return;
-  const float alpha = 1.0f, beta = 1.0f;
-  // x row-major [t, k] is column-major A = k×t (lda k): C[k×k] += A·Aᵀ; the lower triangle is then mirrored.
-  ANGELSLIM_CUBLAS_CHECK(cublasGemmEx(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k, x16,
-                                      CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
-}
-
-void split_bf16_terms(CudaContext& ctx, const float* w, int64_t n, uint16_t* t0, uint16_t* t1, uint16_t* t2,
-                      unsigned int* counts) {
-  check_nonneg(n, "split_bf16_terms", "n");
-  if (n == 0) return;
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::split_bf16_terms(ctx.stream(), ctx.sm_count(), w, n, t0, t1, t2, counts),
-                              "split_bf16_terms_kernel");
-}
-
 }  // namespace angelslim::cuda

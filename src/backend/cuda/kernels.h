@@ -43,10 +43,6 @@ cudaError_t moe_expert_lists(cudaStream_t s, const int32_t* experts, const float
 cudaError_t gather_rows(cudaStream_t s, int sm, const float* x, int64_t d, const int64_t* index, int64_t m, float* out);
 cudaError_t scatter_add_rows(cudaStream_t s, int sm, const float* y, int64_t d, const int64_t* index,
                              const float* weight, int64_t m, float* out, bool round_bf16);
-// Calibration helpers (calib.cu).
-cudaError_t split_bf16_terms(cudaStream_t s, int sm, const float* w, int64_t n, uint16_t* t0, uint16_t* t1,
-                             uint16_t* t2, unsigned int* counts);
-
 // Copies the lower triangle of the column-major n×n matrix h onto its upper triangle.
 cudaError_t mirror_lower(cudaStream_t s, int sm, float* h, int64_t n);
 
