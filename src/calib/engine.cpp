@@ -81,4 +81,18 @@ void CalibActivations::advance(const DecoderLayer& layer, LinearObserver* observ
   run(layer, observer, opt, x_.data());
 }
 
+LayerStats CalibActivations::observe_stats(const DecoderLayer& layer, const ForwardOptions& opt,
+                                           const StatsSpec& spec) {
+  HostStatsObserver obs(spec);
+  observe(layer, spec.any() ? &obs : nullptr, opt);
+  return obs.take();
+}
+
+LayerStats CalibActivations::advance_stats(const DecoderLayer& layer, const ForwardOptions& opt,
+                                           const StatsSpec& spec) {
+  HostStatsObserver obs(spec);
+  advance(layer, spec.any() ? &obs : nullptr, opt);
+  return obs.take();
+}
+
 }  // namespace angelslim

@@ -1,9 +1,12 @@
 // SHA-256 following FIPS 180-4 (sections 4.1.2, 4.2.2, 5.1.1, 5.3.3, 6.2): streaming update,
-// big-endian message schedule, 64-byte blocks, length padding in bits.
+// big-endian message schedule, 64-byte blocks, length padding in bits; the SHA-NI instructions when the CPU has them.
 #include "angelslim/core/hash.h"
 
 #include <algorithm>
 #include <cstring>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <fstream>
 #include <vector>
 
@@ -31,9 +34,65 @@ constexpr uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
 
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same compression with the x86 SHA extensions (Intel SHA-NI: sha256rnds2 does two rounds, sha256msg1/2 the
+// message schedule W_t = σ1(W_t-2) + W_t-7 + σ0(W_t-15) + W_t-16 four words at a time); ~10x the scalar speed,
+// which matters for the multi-GB shard fingerprints of the run report. State order in the registers: ABEF, CDGH.
+__attribute__((target("sha,sse4.1"))) void blocks_shani(uint32_t* state, const uint8_t* p, std::size_t n) {
+  const __m128i kSwap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);               // big-endian words
+  __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);  // CDAB
+  __m128i st1 = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);  // EFGH
+  __m128i st0 = _mm_alignr_epi8(tmp, st1, 8);                                                           // ABEF
+  st1 = _mm_blend_epi16(st1, tmp, 0xF0);                                                                // CDGH
+  for (; n > 0; --n, p += 64) {
+    const __m128i save0 = st0, save1 = st1;
+    __m128i w[4];
+    for (int i = 0; i < 16; ++i) {
+      __m128i m;
+      if (i < 4) {
+        m = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), kSwap);
+      } else {
+        // w[i%4] holds W[4(i-4) ..]; the others hold the three following vectors.
+        const __m128i a = _mm_sha256msg1_epu32(w[i % 4], w[(i + 1) % 4]);
+        const __m128i b = _mm_add_epi32(a, _mm_alignr_epi8(w[(i + 3) % 4], w[(i + 2) % 4], 4));
+        m = _mm_sha256msg2_epu32(b, w[(i + 3) % 4]);
+      }
+      w[i % 4] = m;
+      __m128i msg = _mm_add_epi32(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRound + 4 * i)));
+      st1 = _mm_sha256rnds2_epu32(st1, st0, msg);
+      msg = _mm_shuffle_epi32(msg, 0x0E);
+      st0 = _mm_sha256rnds2_epu32(st0, st1, msg);
+    }
+    st0 = _mm_add_epi32(st0, save0);
+    st1 = _mm_add_epi32(st1, save1);
+  }
+  tmp = _mm_shuffle_epi32(st0, 0x1B);     // FEBA
+  st1 = _mm_shuffle_epi32(st1, 0xB1);     // DCHG
+  st0 = _mm_blend_epi16(tmp, st1, 0xF0);  // DCBA
+  st1 = _mm_alignr_epi8(st1, tmp, 8);     // HGFE
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), st0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), st1);
+}
+
+bool have_shani() {
+  static const bool b = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+  return b;
+}
+#endif
+
 }  // namespace
 
 Sha256::Sha256() { std::memcpy(h_, kInit, sizeof(h_)); }
+
+void Sha256::blocks(const uint8_t* p, std::size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (have_shani()) {
+    blocks_shani(h_, p, n);
+    return;
+  }
+#endif
+  for (; n > 0; --n, p += 64) block(p);
+}
 
 void Sha256::block(const uint8_t* p) {
   uint32_t w[64];
@@ -83,13 +142,13 @@ void Sha256::update(const void* data, std::size_t n) {
     p += take;
     n -= take;
     if (buf_len_ < sizeof(buf_)) return;
-    block(buf_);
+    blocks(buf_, 1);
     buf_len_ = 0;
   }
-  while (n >= 64) {
-    block(p);
-    p += 64;
-    n -= 64;
+  if (n >= 64) {
+    blocks(p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
   }
   if (n > 0) {
     std::memcpy(buf_, p, n);

@@ -4,9 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
+#include <future>
 #include <set>
 
+#include "angelslim/calib/backend.h"
 #include "angelslim/calib/engine.h"
 #include "angelslim/config/run_config.h"
 #include "angelslim/core/error.h"
@@ -108,8 +111,13 @@ int run_pipeline(const RunOptions& opt) {
   ov.model_path = opt.model_path;
   ov.save_path = opt.save_path;
   RunConfig rc = load_run_config(opt.config_path, ov);
-  if (opt.device != "cpu")
-    throw Unsupported("--device cuda: this build has no CUDA backend; use --device cpu");
+  const bool on_gpu = opt.device == "cuda";
+  ANGELSLIM_CHECK(on_gpu || opt.device == "cpu", InvalidInput, "--device {}: expected cpu or cuda", opt.device);
+  if (on_gpu) {
+    ANGELSLIM_CHECK(rc.quant.algo != QuantAlgo::kAwq, Unsupported,
+                    "--device cuda: {} runs on the CPU only in this version; use --device cpu", rc.quant.name);
+    require_cuda_device();  // one clear line (Unsupported) without a CUDA build or device
+  }
   for (const auto& w : rc.warnings) spdlog::warn("{}", w);
   json warnings = json::array();
   for (const auto& w : rc.warnings) warnings.push_back(w);
@@ -158,7 +166,7 @@ int run_pipeline(const RunOptions& opt) {
 
   // Calibration set.
   json calib_report = nullptr;
-  std::unique_ptr<CalibActivations> acts;
+  std::unique_ptr<CalibBackend> acts;
   if (quantizer->needs_calibration()) {
     const auto t0 = Clock::now();
     if (!rc.dataset) throw InvalidInput(fmt::format("{}: dataset: required for {}", rc.config_path.string(), rc.quant.name));
@@ -174,7 +182,29 @@ int run_pipeline(const RunOptions& opt) {
       throw InvalidInput(fmt::format("{}: no usable calibration sample", rc.dataset->data_path));
     std::vector<std::vector<int32_t>> ids;
     for (const auto& s : samples) ids.push_back(s.ids);
-    acts = std::make_unique<CalibActivations>(cfg, store, ids);
+    if (on_gpu) {
+      CudaCalibOptions co;
+      co.batch_tokens = opt.cuda_batch_tokens;
+      co.activation_budget_bytes = opt.cuda_activation_budget_bytes;
+      if (!co.activation_budget_bytes)
+        if (const char* env = std::getenv("ANGELSLIM_CUDA_ACT_BUDGET_BYTES"); env && *env) {
+          char* end = nullptr;
+          const long long v = std::strtoll(env, &end, 10);
+          ANGELSLIM_CHECK(end && *end == '\0' && v >= 0, InvalidInput,
+                          "ANGELSLIM_CUDA_ACT_BUDGET_BYTES='{}': expected a byte count >= 0", env);
+          co.activation_budget_bytes = v;
+        }
+      acts = make_cuda_calib(cfg, store, ids, cfg.torch_dtype != "float32", co);
+      std::string solver = opt.gptq_solver;
+      if (solver == "auto")
+        if (const char* env = std::getenv("ANGELSLIM_GPTQ_SOLVER"); env && *env) solver = env;
+      ANGELSLIM_CHECK(solver == "auto" || solver == "cuda" || solver == "cpu", InvalidInput,
+                      "GPTQ solver '{}': expected auto, cuda or cpu", solver);
+      if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()); gq && solver != "cpu")
+        gq->set_solver(cuda_gptq_solver(*acts), "cuda");
+    } else {
+      acts = std::make_unique<CalibActivations>(cfg, store, ids);
+    }
     calib_report = stats.to_json();
     calib_report["chat_template_sha256"] = tmpl.sha256();
     if (static_cast<int64_t>(samples.size()) < rc.dataset->num_samples) {
@@ -183,7 +213,7 @@ int run_pipeline(const RunOptions& opt) {
       spdlog::warn("{}", w);
       warnings.push_back(w);
     }
-    spdlog::info("calibration: {} samples, {} tokens", acts->n_samples(), acts->n_tokens());
+    spdlog::info("calibration: {} samples, {} tokens ({})", acts->n_samples(), acts->n_tokens(), acts->device_name());
     timing["calibration_prep"] = since(t0);
   }
 
@@ -193,11 +223,16 @@ int run_pipeline(const RunOptions& opt) {
   copy_tensor(store.get("model.embed_tokens.weight"), writer);
   json layers = json::array();
   Progress bar("quantize", cfg.n_layers, "layer");
+  // The next layer is read and converted on a second thread while this one is calibrated (host memory: two layers).
+  auto load = [&](int64_t l) { return load_decoder_layer(store, cfg, l); };
+  std::future<DecoderLayer> next;
+  if (cfg.n_layers > 0) next = std::async(std::launch::async, load, int64_t{0});
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const auto t0 = Clock::now();
-    DecoderLayer layer = load_decoder_layer(store, cfg, l);
+    DecoderLayer layer = next.get();
+    if (l + 1 < cfg.n_layers) next = std::async(std::launch::async, load, l + 1);
     json rep = {{"index", l}, {"linears", json::array()}, {"warnings", json::array()}};
-    quantizer->quantize_layer(layer, acts.get(), rep);
+    quantizer->quantize_layer_with(layer, acts.get(), rep);
     write_layer(l, store, *quantizer, writer);
     rep["seconds"] = since(t0);
     for (const auto& w : rep["warnings"]) warnings.push_back(w);
@@ -206,6 +241,7 @@ int run_pipeline(const RunOptions& opt) {
     bar.advance(1, fmt::format("layer {}", l));
   }
   bar.finish();
+  json backend = acts ? acts->report() : json(nullptr);
   acts.reset();
   timing["layers"] = since(t_layers);
 
@@ -231,9 +267,14 @@ int run_pipeline(const RunOptions& opt) {
   // Read the output back and check it against SPEC 5 before publishing it.
   verify_output(out.tmp(), cfg, rc);
 
-  json outputs = json::array();
+  // Shard fingerprints, one thread per shard (a 7B output has several GB).
+  std::vector<std::future<std::string>> digests;
   for (const auto& f : files)
-    outputs.push_back({{"file", f}, {"bytes", fs::file_size(out.tmp() / f)}, {"sha256", sha256_file(out.tmp() / f)}});
+    digests.push_back(std::async(std::launch::async, [p = out.tmp() / f] { return sha256_file(p); }));
+  json outputs = json::array();
+  for (std::size_t i = 0; i < files.size(); ++i)
+    outputs.push_back(
+        {{"file", files[i]}, {"bytes", fs::file_size(out.tmp() / files[i])}, {"sha256", digests[i].get()}});
   timing["total"] = since(t_start);
   int64_t params = 0;
   for (const auto& [name, t] : store.all()) params += t->numel();
@@ -243,11 +284,18 @@ int run_pipeline(const RunOptions& opt) {
       {"config", rc.to_json()},
       {"config_sha256", sha256_file(rc.config_path)},
       {"model",
-       {{"family", family_name(cfg.family)}, {"model_type", cfg.model_type}, {"layers", cfg.n_layers},
-        {"params", params}, {"dtype", cfg.torch_dtype}}},
+       {{"family", family_name(cfg.family)},
+        {"model_type", cfg.model_type},
+        {"layers", cfg.n_layers},
+        {"params", params},
+        {"dtype", cfg.torch_dtype}}},
       {"calibration", calib_report},
       {"algorithm", {{"name", rc.quant.name}, {"bits", rc.quant.bits}}},
       {"layers", layers},
+      {"device", opt.device},
+      {"backend", backend},
+      {"peak_gpu_bytes",
+       backend.is_object() && backend.contains("peak_gpu_bytes") ? backend["peak_gpu_bytes"] : json(0)},
       {"timing_s", timing},
       {"outputs", outputs},
       {"warnings", warnings},

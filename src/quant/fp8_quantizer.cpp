@@ -2,9 +2,12 @@
 #include "angelslim/quant/fp8_quantizer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <future>
 
 #include "angelslim/core/error.h"
+#include "angelslim/core/parallel.h"
 
 namespace angelslim {
 
@@ -12,34 +15,6 @@ using nlohmann::json;
 using nlohmann::ordered_json;
 
 namespace {
-
-// Running abs-max and token count of every linear input of one layer (real tokens only: the engine never pads).
-class AbsMaxObserver : public LinearObserver {
- public:
-  struct Stat {
-    float amax = 0.0f;
-    int64_t tokens = 0;
-  };
-  void observe(const LinearId& id, const float* x, int64_t n, int64_t n_in, const int64_t*) override {
-    Stat& s = stats_[id.rel_name()];
-    float m = s.amax;
-    for (int64_t i = 0; i < n * n_in; ++i) {
-      const float a = std::fabs(x[i]);
-      if (!(a <= 3.4e38f))
-        throw InvalidInput(fmt::format("non-finite activation entering {} (layer {})", id.full_name(), id.layer));
-      m = std::max(m, a);
-    }
-    s.amax = m;
-    s.tokens += n;
-  }
-  Stat get(const std::string& rel) const {
-    auto it = stats_.find(rel);
-    return it == stats_.end() ? Stat{} : it->second;
-  }
-
- private:
-  std::map<std::string, Stat> stats_;
-};
 
 float rel_error(const std::vector<float>& w, const std::vector<float>& d) {
   double num = 0, den = 0;
@@ -61,20 +36,15 @@ Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vec
       ignore_list_(std::move(ignore_list)) {}
 
 void Fp8Quantizer::quantize_layer(DecoderLayer& L, CalibActivations* acts, json& report) {
-  AbsMaxObserver obs;
-  if (static_) {
-    ANGELSLIM_ASSERT(acts != nullptr);
-    // FP8 calibration propagates unquantized activations (SPEC 4.3.2), so observing and advancing is one pass.
-    acts->advance(L, &obs, ForwardOptions{cfg_.torch_dtype != "float32"});
-  }
+  quantize_layer_with(L, acts, report);
+}
+
+void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, json& report) {
+  using Clock = std::chrono::steady_clock;
   auto linears = layer_linears(L);
   std::vector<std::pair<LinearId, Linear*>> todo;
   for (auto& [id, lin] : linears)
     if (!ignore_.matches(id.full_name())) todo.push_back({id, lin});
-
-  // Weight amax per linear, then the shared scale of each fused group (SPEC 4.3.3).
-  std::map<std::string, float> wamax;
-  for (auto& [id, lin] : todo) wamax[id.rel_name()] = abs_max(lin->w, id.full_name().c_str());
   auto group_key = [](const LinearId& id) -> std::string {
     switch (id.kind) {
       case LinearKind::kQ:
@@ -89,35 +59,75 @@ void Fp8Quantizer::quantize_layer(DecoderLayer& L, CalibActivations* acts, json&
       default: return id.rel_name();
     }
   };
-  std::map<std::string, float> group_amax;
-  for (auto& [id, lin] : todo) {
-    float& g = group_amax[group_key(id)];
-    g = std::max(g, wamax[id.rel_name()]);
+  // The weights alone decide the FP8 weights: they are quantized on host threads while the backend runs the
+  // calibration pass. Weight amax per linear, then the shared scale of each fused group (SPEC 4.3.3).
+  struct WeightOut {
+    Fp8Weight w;
+    float err = 0.0f;
+  };
+  std::vector<WeightOut> wout(todo.size());
+  double weights_s = 0.0;
+  auto quantize_weights = [&] {
+    const auto t0 = Clock::now();
+    std::vector<float> wamax(todo.size());
+    parallel_for(static_cast<int64_t>(todo.size()), [&](int64_t i) {
+      wamax[static_cast<std::size_t>(i)] = abs_max(todo[static_cast<std::size_t>(i)].second->w,
+                                                   todo[static_cast<std::size_t>(i)].first.full_name().c_str());
+    });
+    std::map<std::string, float> group_amax;
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+      float& g = group_amax[group_key(todo[i].first)];
+      g = std::max(g, wamax[i]);
+    }
+    parallel_for(static_cast<int64_t>(todo.size()), [&](int64_t ii) {
+      const auto i = static_cast<std::size_t>(ii);
+      const Linear& lin = *todo[i].second;
+      const int rows = static_cast<int>(lin.n_out), cols = static_cast<int>(lin.n_in);
+      WeightOut& o = wout[i];
+      if (per_channel_)
+        o.w = quantize_fp8_per_channel(lin.w, rows, cols);
+      else
+        o.w = quantize_fp8_with_scales(
+            lin.w, rows, cols, std::vector<float>{fp8_scale_from_amax(group_amax.at(group_key(todo[i].first)))});
+      o.err = rel_error(lin.w, dequantize_fp8(o.w, rows, cols));
+    });
+    weights_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  std::future<void> weights = std::async(std::launch::async, quantize_weights);
+  LayerStats obs;
+  if (static_) {
+    ANGELSLIM_ASSERT(calib != nullptr);
+    // FP8 calibration propagates unquantized activations (SPEC 4.3.2), so observing and advancing is one pass.
+    const auto t0 = Clock::now();
+    StatsSpec spec;
+    spec.abs_max = true;
+    obs = calib->advance_stats(L, ForwardOptions{cfg_.torch_dtype != "float32"}, spec);
+    report["calib_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
   }
+  weights.get();
+  report["weights_s"] = weights_s;
+
   // Input scales: experts share one value per layer for gate/up and one for down (vLLM's fused MoE).
   float expert_in_gu = 0.0f, expert_in_down = 0.0f;
   for (auto& [id, lin] : linears) {
     if (id.expert < 0) continue;
-    const float a = obs.get(id.rel_name()).amax;
+    const float a = obs.abs_max_of(id).amax;
     if (id.kind == LinearKind::kDown) expert_in_down = std::max(expert_in_down, a);
     else expert_in_gu = std::max(expert_in_gu, a);
   }
-  for (auto& [id, lin] : todo) {
+  for (std::size_t i = 0; i < todo.size(); ++i) {
+    auto& [id, lin] = todo[i];
     const std::string rel = id.rel_name();
-    const auto stat = obs.get(rel);
+    const auto stat = obs.abs_max_of(id);
     Out o;
     o.rows = lin->n_out;
     o.cols = lin->n_in;
-    if (per_channel_) {
-      o.w = quantize_fp8_per_channel(lin->w, static_cast<int>(o.rows), static_cast<int>(o.cols));
-    } else {
-      const float s = fp8_scale_from_amax(group_amax[group_key(id)]);
-      if (s < 3.0517578125e-05f)
-        report["warnings"].push_back(fmt::format("{}: weight scale {:.3g} < 2^-15: vLLM's FP16 re-quantization of "
-                                                 "fused shards may not be exact", id.full_name(), s));
-      o.w = quantize_fp8_with_scales(lin->w, static_cast<int>(o.rows), static_cast<int>(o.cols),
-                                     std::vector<float>{s});
-    }
+    o.w = std::move(wout[i].w);
+    if (!per_channel_ && o.w.scale[0] < 3.0517578125e-05f)
+      report["warnings"].push_back(
+          fmt::format("{}: weight scale {:.3g} < 2^-15: vLLM's FP16 re-quantization of "
+                      "fused shards may not be exact",
+                      id.full_name(), o.w.scale[0]));
     float in_amax = stat.amax;
     if (id.expert >= 0) in_amax = id.kind == LinearKind::kDown ? expert_in_down : expert_in_gu;
     if (static_) {
@@ -128,11 +138,10 @@ void Fp8Quantizer::quantize_layer(DecoderLayer& L, CalibActivations* acts, json&
       }
       o.input_scale = fp8_scale_from_amax(in_amax);
     }
-    const auto deq = dequantize_fp8(o.w, static_cast<int>(o.rows), static_cast<int>(o.cols));
     json rec = {{"name", rel},
                 {"tokens", stat.tokens},
                 {"method", "fp8"},
-                {"err_fro", rel_error(lin->w, deq)},
+                {"err_fro", wout[i].err},
                 {"weight_scale", per_channel_ ? json(nullptr) : json(o.w.scale[0])},
                 {"input_scale", static_ ? json(o.input_scale) : json(nullptr)},
                 {"act_amax", static_ ? json(stat.amax) : json(nullptr)}};

@@ -17,67 +17,6 @@ using nlohmann::ordered_json;
 
 namespace {
 
-// Linears that share one input (and so one Hessian): q/k/v; gate/up of one MLP; o and down alone.
-std::string input_group(const LinearId& id) {
-  LinearId g = id;
-  switch (id.kind) {
-    case LinearKind::kQ:
-    case LinearKind::kK:
-    case LinearKind::kV: g.kind = LinearKind::kQ; break;
-    case LinearKind::kGate:
-    case LinearKind::kUp: g.kind = LinearKind::kGate; break;
-    default: break;
-  }
-  return g.rel_name();
-}
-
-// Accumulates X^T X (fp32, upper triangle via SYRK) per input group for the linears of one stage.
-class HessianObserver : public LinearObserver {
- public:
-  struct Acc {
-    std::vector<float> h;  // [K, K]
-    int64_t k = 0, n = 0;
-  };
-  explicit HessianObserver(std::set<LinearKind> kinds) : kinds_(std::move(kinds)) {}
-  void observe(const LinearId& id, const float* x, int64_t n, int64_t k, const int64_t*) override {
-    if (!kinds_.count(id.kind)) return;
-    // q/k/v and gate/up receive the same input: accumulate it once, under the first member's call.
-    if (id.kind == LinearKind::kK || id.kind == LinearKind::kV || id.kind == LinearKind::kUp) return;
-    Acc& a = acc_[input_group(id)];
-    if (a.h.empty()) {
-      a.k = k;
-      a.h.assign(static_cast<std::size_t>(k * k), 0.0f);
-    }
-    if (n == 0) return;
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, x,
-                static_cast<int>(k), 1.0f, a.h.data(), static_cast<int>(k));
-    a.n += n;
-  }
-  // H = (2/N) X^T X as a full symmetric matrix; empty when no token reached the group.
-  std::vector<float> take(const std::string& key, int64_t* tokens) {
-    auto it = acc_.find(key);
-    if (it == acc_.end() || it->second.n == 0) {
-      *tokens = 0;
-      return {};
-    }
-    Acc a = std::move(it->second);
-    acc_.erase(it);
-    *tokens = a.n;
-    const float s = 2.0f / static_cast<float>(a.n);
-    for (int64_t r = 0; r < a.k; ++r)
-      for (int64_t c = r; c < a.k; ++c) {
-        const float v = a.h[static_cast<std::size_t>(r * a.k + c)] * s;
-        a.h[static_cast<std::size_t>(r * a.k + c)] = v;
-        a.h[static_cast<std::size_t>(c * a.k + r)] = v;
-      }
-    return std::move(a.h);
-  }
-
- private:
-  std::set<LinearKind> kinds_;
-  std::map<std::string, Acc> acc_;
-};
-
 // Relative output error on the calibration inputs, from the Hessian: tr(D H D^T) / tr(W H W^T), D = W_hat - W.
 double relative_output_error(const std::vector<float>& w, const std::vector<float>& w_hat, int rows, int cols,
                              const std::vector<float>& h) {
@@ -162,12 +101,13 @@ void GptqQuantizer::quantize_group(DecoderLayer& layer, const std::vector<std::p
       opt.damp_percent = damp_;
       opt.scale_dtype = scale_dtype_;
       opt.name = id.full_name();
-      auto r = gptq_quantize(lin->w, rows, cols, h, opt);
+      auto r = solver_(lin->w, rows, cols, h, opt);
       rec["method"] = r.fallback ? "cholesky_fallback" : "gptq";
       rec["damp"] = r.damp;
       rec["loss"] = r.loss;
       rec["dead_columns"] = r.n_dead;
-      rec["out_err"] = relative_output_error(lin->w, r.w_hat, rows, cols, h);
+      rec["out_err"] = r.out_err >= 0.0 ? r.out_err : relative_output_error(lin->w, r.w_hat, rows, cols, h);
+      rec["solver"] = solver_name_;
       o.codes = std::move(r.codes);
       o.scales = std::move(r.scales);
       o.zeros = std::move(r.zeros);
@@ -192,6 +132,10 @@ void GptqQuantizer::quantize_group(DecoderLayer& layer, const std::vector<std::p
 }
 
 void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, json& report) {
+  quantize_layer_with(layer, acts, report);
+}
+
+void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts, json& report) {
   ANGELSLIM_ASSERT(acts != nullptr);
   const ForwardOptions fopt{cfg_.torch_dtype != "float32"};
   const auto all = layer_linears(layer);
@@ -201,6 +145,7 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
   std::map<int64_t, int64_t> expert_tokens;  // expert -> routed tokens (from the gate/up stage)
   std::set<int64_t> starving;
   json moe_tokens = json::array();
+  std::vector<double> calib_s;
 
   const std::vector<std::set<LinearKind>> stages = {
       {LinearKind::kQ, LinearKind::kK, LinearKind::kV}, {LinearKind::kO}, {LinearKind::kGate, LinearKind::kUp},
@@ -208,10 +153,13 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
   const StopAfter stops[] = {StopAfter::kQkvInput, StopAfter::kOInput, StopAfter::kMlpInput, StopAfter::kNone};
   for (std::size_t si = 0; si < stages.size(); ++si) {
     const auto& kinds = stages[si];
-    HessianObserver obs(kinds);
+    StatsSpec spec;
+    spec.hessian = kinds;
     ForwardOptions stage_opt = fopt;
     stage_opt.stop_after = stops[si];
-    acts->observe(layer, &obs, stage_opt);
+    const auto tc = std::chrono::steady_clock::now();
+    LayerStats obs = acts->observe_stats(layer, stage_opt, spec);
+    calib_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count());
     // Group this stage's quantized linears by shared input, in forward order.
     std::vector<std::string> keys;
     std::map<std::string, std::vector<std::pair<LinearId, Linear*>>> groups;
@@ -224,7 +172,7 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
     for (const auto& key : keys) {
       auto& members = groups[key];
       int64_t tokens = 0;
-      const auto h = obs.take(key, &tokens);
+      const auto h = obs.take_hessian(members.front().first, &tokens);
       const LinearId& id0 = members.front().first;
       if (id0.expert >= 0 && id0.kind == LinearKind::kGate) {
         expert_tokens[id0.expert] = tokens;
@@ -244,6 +192,7 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
         throw Internal(fmt::format("{}: no calibration token reached this linear", id0.full_name()));
       std::vector<int32_t> perm;
       quantize_group(layer, members, h, tokens, starve, order, report, &perm);
+      for (const auto& m : members) acts->linear_changed(layer, m.first);  // later stages see the quantized W
       if (!perm.empty() && !dequant_bf16_) {
         // Make the down projection's permutation physical: gate/up output rows follow it (SPEC 4.4.5 B).
         // (A dequantized BF16 output keeps every matrix in the original order.)
@@ -265,7 +214,10 @@ void GptqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, 
     for (auto e : starving) st.push_back({{"expert", e}, {"tokens", expert_tokens[e]}, {"threshold", threshold}});
     report["starving_experts"] = st;
   }
-  acts->advance(layer, nullptr, fopt);
+  const auto ta = std::chrono::steady_clock::now();
+  acts->advance_stats(layer, fopt, StatsSpec{});
+  calib_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count());
+  report["calib_s"] = calib_s;  // the four stage passes and the propagation pass
 }
 
 void GptqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) {

@@ -1,7 +1,18 @@
-// Enumeration of a decoder layer's linears; see include/angelslim/quant/layer_quantizer.h.
+// Enumeration of a decoder layer's linears and the default backend dispatch; see
+// include/angelslim/quant/layer_quantizer.h.
 #include "angelslim/quant/layer_quantizer.h"
 
+#include "angelslim/core/error.h"
+
 namespace angelslim {
+
+void LayerQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, nlohmann::json& report) {
+  CalibActivations* acts = calib ? calib->host_activations() : nullptr;
+  ANGELSLIM_CHECK(calib == nullptr || acts != nullptr, Unsupported,
+                  "this algorithm runs on the CPU only; the {} calibration backend is not supported for it",
+                  calib->device_name());
+  quantize_layer(layer, acts, report);
+}
 
 std::vector<std::pair<LinearId, Linear*>> layer_linears(DecoderLayer& L) {
   std::vector<std::pair<LinearId, Linear*>> out;

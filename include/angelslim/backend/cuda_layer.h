@@ -3,6 +3,7 @@
 // optional device-side observer of every linear's input. Checked against the CPU layer in tests/gpu/.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "angelslim/backend/cuda_ops.h"
@@ -15,6 +16,35 @@ namespace angelslim::cuda {
 enum class DeviceWeights {
   kF32,   // fp32 weights, cuBLAS SGEMM: both forward modes (bf16 mode rounds at the SPEC 3.1 storage points)
   kBF16,  // bf16 weights (RNE from fp32), BF16-input GEMMs with FP32 accumulation: bf16 mode only, half the memory
+  // Each weight as the exact sum of up to three bf16 terms (split_bf16_terms), one BF16 GEMM per term that any
+  // element needs: a bf16 checkpoint takes one, GPTQ-dequantized weights (bf16 scale × small integer) two. Products
+  // are exact, so this computes the fp32 weights' sums up to order at tensor-core speed: bf16 mode only.
+  kBF16Exact,
+};
+
+// Page-locked staging for weight uploads (reused across layers): host fp32 chunks are copied into two pinned
+// buffers in turn while the previous chunk's DMA runs, then split on the device. Not thread-safe.
+class WeightStager {
+ public:
+  explicit WeightStager(CudaContext& ctx);
+  ~WeightStager();
+  WeightStager(const WeightStager&) = delete;
+  WeightStager& operator=(const WeightStager&) = delete;
+  // Copies host w[n] fp32 into the device staging buffer (grown on demand) and returns it; valid until the next
+  // call. The copies are enqueued on ctx.stream() (stream-ordered before later work there).
+  const float* stage(const float* w, std::size_t n);
+  // Device bf16 scratch i (0 or 1) of at least n elements (grown on demand), e.g. for split terms.
+  uint16_t* scratch16(int i, std::size_t n);
+  int64_t bytes_uploaded() const { return bytes_; }
+
+ private:
+  static constexpr std::size_t kChunk = 4u << 20;  // floats per pinned chunk (16 MiB)
+  CudaContext& ctx_;
+  PinnedBuffer<float> pinned_[2];
+  cudaEvent_t done_[2] = {nullptr, nullptr};
+  DeviceBuffer<float> dev_;
+  DeviceBuffer<uint16_t> dev16_[2];
+  int64_t bytes_ = 0;
 };
 
 // Receives each linear's input on the device, just before the linear runs, on ctx.stream() (enqueue work there or
@@ -48,27 +78,45 @@ class CudaKvCache {
   int64_t capacity_ = 0, kv_dim_ = 0, n_ = 0;
 };
 
+// Whether bf16-mode attention without a KV cache takes the tensor-core path (attention_bf16_gemm); the environment
+// variable ANGELSLIM_CUDA_ATTENTION=tiled selects the SIMT kernel (attention) instead. Read once.
+bool gemm_attention();
+
 class CudaDecoderLayer {
  public:
   // Uploads the layer (synchronously). ctx must outlive the layer. inv_freq: [head_dim/2] (rope_inv_freq(cfg)).
   // Throws Unsupported for shapes the kernels do not handle (head_dim other than 64/128, > 256 experts).
+  // kBF16Exact uploads through `stager` (required for it, optional otherwise).
   CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
-                   const std::vector<float>& inv_freq, DeviceWeights weights);
+                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager = nullptr);
   CudaDecoderLayer(const CudaDecoderLayer&) = delete;
   CudaDecoderLayer& operator=(const CudaDecoderLayer&) = delete;
 
   // decoder_layer_forward on the device, in place on x: device [n_tokens, d_model] fp32, one sequence; RoPE positions
   // pos0 + t. With a cache (as on the CPU) the new keys/values are appended and attention also sees the cached ones
   // (callers pass pos0 = cache->size()). InvalidInput when opt.round_bf16 is false and the weights are kBF16.
+  // With `seq_offsets` (host, size S+1, [0] = 0, last = n_tokens) x holds S sequences back to back, each at positions
+  // 0.. with its own causal attention (a ragged batch, as the CPU decoder_layer_forward); pos0 0 and no cache then.
+  // opt.stop_after ends the pass where the CPU one does (x is then left unspecified).
   void forward(float* x, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
-               CudaLinearObserver* observer = nullptr, CudaKvCache* cache = nullptr);
+               CudaLinearObserver* observer = nullptr, CudaKvCache* cache = nullptr,
+               std::span<const int64_t> seq_offsets = {});
   // a = input_layernorm(x): device [n, d_model] -> out = o_proj(attention(...)) device [n, d_model] (no residual).
   void attention_block(const float* a, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
-                       CudaLinearObserver* observer, CudaKvCache* cache, float* out);
+                       CudaLinearObserver* observer, CudaKvCache* cache, float* out,
+                       std::span<const int64_t> seq_offsets = {});
   // m = post_attention_layernorm(h): device [n, d_model] -> out = MLP(m) or MoE(m) device [n, d_model].
   void ffn_block(const float* m, int64_t n_tokens, const ForwardOptions& opt, CudaLinearObserver* observer, float* out);
 
+  // Replaces the weights of linear `id` (same layer, same shape) by lin's and uploads them (GPTQ propagation).
+  void update_linear(const LinearId& id, const Linear& lin);
+
   DeviceWeights weights() const { return weights_; }
+  int64_t index() const { return index_; }
+  // kBF16Exact: linears that needed a second / a third bf16 term; elements no three terms hold (tiny residues).
+  int64_t n_two_term() const { return n_terms_[0]; }
+  int64_t n_three_term() const { return n_terms_[1]; }
+  int64_t n_split_inexact() const { return n_terms_[2]; }
   // kBF16 only: number of weight values that were not bf16-representable and were rounded on upload.
   int64_t n_weights_rounded() const { return n_rounded_; }
   // Bytes of weights held on the device.
@@ -77,9 +125,10 @@ class CudaDecoderLayer {
  private:
   struct Lin {
     int64_t n_out = 0, n_in = 0;
-    DeviceBuffer<float> w32;     // [n_out, n_in] (kF32)
-    DeviceBuffer<uint16_t> w16;  // [n_out, n_in] bf16 (kBF16)
-    DeviceBuffer<float> bias;    // [n_out] or empty
+    DeviceBuffer<float> w32;                 // [n_out, n_in] (kF32)
+    DeviceBuffer<uint16_t> w16;              // [n_out, n_in] bf16 (kBF16; kBF16Exact: term 0)
+    DeviceBuffer<uint16_t> w16_lo, w16_lo2;  // kBF16Exact terms 1 and 2, empty when every element is zero
+    DeviceBuffer<float> bias;                // [n_out] or empty
     ActQuant act = ActQuant::kNone;
     DeviceBuffer<float> input_scale;  // [1] for kFp8Static
   };
@@ -88,6 +137,7 @@ class CudaDecoderLayer {
   };
 
   Lin upload_linear(const Linear& l, const char* what);
+  Lin& linear_of(const LinearId& id);
   DevMlp upload_mlp(const Mlp& m, const char* what);
   DeviceBuffer<float> upload_vec(const std::vector<float>& v);
   void check_mode(const ForwardOptions& opt) const;
@@ -101,6 +151,8 @@ class CudaDecoderLayer {
                int64_t n_in, const int64_t* token_index);
 
   CudaContext& ctx_;
+  WeightStager* stager_ = nullptr;
+  int64_t n_terms_[3] = {0, 0, 0};
   ModelConfig cfg_;
   DeviceWeights weights_;
   int64_t index_ = 0;
@@ -118,6 +170,8 @@ class CudaDecoderLayer {
   DeviceBuffer<float> a_, o_buf_, q_buf_, k_buf_, v_buf_, attn_, g_, u_, xq_, logits_, wts_, slot_w_, xin_, y_, shared_;
   DeviceBuffer<uint16_t> x16_;
   DeviceBuffer<float> amax_, dyn_scale_;
+  DeviceBuffer<unsigned int> split_counts_;
+  AttentionWorkspace attn_ws_;
   DeviceBuffer<int32_t> top_;
   DeviceBuffer<int64_t> offsets_, token_index_;
   std::vector<int64_t> offsets_host_;

@@ -99,6 +99,47 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+// An owning page-locked host allocation of n elements of T (cudaMallocHost; move-only), for asynchronous copies.
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(std::size_t n) { reset(n); }
+  ~PinnedBuffer() { release(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  std::size_t size() const { return n_; }
+  // Reallocates to exactly n elements (contents lost; callers make sure no copy still uses the old memory).
+  void reset(std::size_t n) {
+    release();
+    if (n == 0) return;
+    void* p = nullptr;
+    ANGELSLIM_CUDA_CHECK(cudaMallocHost(&p, n * sizeof(T)));
+    ptr_ = static_cast<T*>(p);
+    n_ = n;
+  }
+
+ private:
+  void release() noexcept {
+    if (ptr_) (void)cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    n_ = 0;
+  }
+  T* ptr_ = nullptr;
+  std::size_t n_ = 0;
+};
+
 // A device, a non-blocking stream, a cuBLAS handle bound to it (default math: no TF32) and its workspace.
 class CudaContext {
  public:
@@ -190,6 +231,21 @@ void rope(CudaContext& ctx, float* x, int64_t n_tokens, int64_t n_heads, int64_t
 void attention(CudaContext& ctx, const float* q, const float* k, const float* v, int64_t n_q, int64_t n_past,
                int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, bool round_bf16);
 
+// Scratch of attention_bf16_gemm, grown on demand (reuse one per layer/stream).
+struct AttentionWorkspace {
+  DeviceBuffer<uint16_t> q16, k16, v16, p16;  // head-major bf16 q/k/v, probabilities
+  DeviceBuffer<float> s, o;                   // scores, head-major output chunk
+};
+
+// Causal GQA attention of one sequence at positions 0.. (no past) on BF16 tensor-core GEMMs (cuBLAS): scores =
+// scale·QKᵀ (FP32 accumulation), the CPU op's softmax (exp(s − m)·(1/Σ), rounded to bf16), P·V (FP32 accumulation),
+// output rounded to bf16. For the bf16 forward mode only: q, k, v must be bf16-representable (as they are at the
+// storage points), and then this equals attention(..., round_bf16 = true) up to fp32 summation order. Shapes as
+// attention with n_past = 0 (any head_dim that is a multiple of 8); query rows are processed in chunks so the score
+// matrix stays under ~256 MiB.
+void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const float* v, int64_t n_tokens,
+                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, AttentionWorkspace& ws);
+
 // out[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + exp(-x)); n elements. out may alias gate or up.
 void swiglu(CudaContext& ctx, const float* gate, const float* up, float* out, int64_t n, bool round_bf16);
 
@@ -241,5 +297,21 @@ void scatter_add_rows(CudaContext& ctx, const float* y, int64_t d, const int64_t
 // Hessian accumulation: h[n_in, n_in] += alpha · xᵀ x for x [n_tokens, n_in] (cublasSsyrk, fp32 compute, then the
 // lower triangle mirrored so h stays exactly symmetric). h must be symmetric on entry (e.g. zero).
 void hessian_accumulate(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, float alpha, float* h);
+
+// Running abs-max: out[0] = max(out[0], max_i |x[i]|) over n values, compared as bit patterns, so a NaN or Inf
+// input leaves out[0] non-finite or above FLT_MAX (callers check). out: device scalar, >= 0 on entry.
+void abs_max_accumulate(CudaContext& ctx, const float* x, int64_t n, float* out);
+
+// h[n_in, n_in] += x16ᵀ x16 for x16 [n_tokens, n_in] bf16 row-major: BF16-input GEMM with FP32 accumulation
+// (tensor cores), then the lower triangle mirrored so h stays exactly symmetric (symmetric on entry). On
+// bf16-representable data this is hessian_accumulate with alpha 1 up to the fp32 summation order.
+void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_tokens, int64_t n_in, float* h);
+
+// Splits w[n] (fp32) into three bf16 terms with t0 + t1 + t2 == w exactly (t0 = bf16(w), t1 = bf16(w - t0),
+// t2 = bf16(w - t0 - t1); every step exact in fp32), so x·w over bf16 x is the sum of three exact-product GEMMs.
+// Non-finite w: t0 = bf16(w), t1 = t2 = 0. counts[3] (device uint32, accumulated: zero first) += elements with
+// t1 != 0, with t2 != 0, and with w != t0 + t1 + t2 (a residue below the smallest bf16 normal).
+void split_bf16_terms(CudaContext& ctx, const float* w, int64_t n, uint16_t* t0, uint16_t* t1, uint16_t* t2,
+                      unsigned int* counts);
 
 }  // namespace angelslim::cuda

@@ -1,22 +1,24 @@
 // Layer-streaming calibration engine (SPEC 4.1): holds the calibration activations [T, d_model] of all samples
 // (ragged, no padding), runs one decoder layer at a time over them, and advances them to the next layer.
 // Peak memory = one layer's weights + the activations (+ whatever statistics the algorithm keeps).
+// It is the CPU implementation of CalibBackend (calib/backend.h).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <vector>
 
+#include "angelslim/calib/backend.h"
 #include "angelslim/model/hunyuan.h"
 
 namespace angelslim {
 
-class CalibActivations {
+class CalibActivations : public CalibBackend {
  public:
   // samples: token ids per sample (each >= 1 token). Embeds them with the model's embedding table.
   CalibActivations(const ModelConfig& cfg, const TensorStore& store, const std::vector<std::vector<int32_t>>& samples);
 
-  int64_t n_samples() const { return static_cast<int64_t>(offsets_.size()) - 1; }
-  int64_t n_tokens() const { return offsets_.back(); }
+  int64_t n_samples() const override { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t n_tokens() const override { return offsets_.back(); }
   int64_t sample_begin(int64_t s) const { return offsets_[static_cast<std::size_t>(s)]; }
   int64_t sample_len(int64_t s) const { return offsets_[static_cast<std::size_t>(s) + 1] - sample_begin(s); }
   // x: [n_tokens, d_model] fp32, samples back to back.
@@ -26,6 +28,12 @@ class CalibActivations {
   void observe(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt) const;
   // Runs `layer` over every sample, replacing the activations by the layer's outputs (optionally observing).
   void advance(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt);
+
+  // CalibBackend: the same passes with a HostStatsObserver.
+  const char* device_name() const override { return "cpu"; }
+  LayerStats observe_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
+  LayerStats advance_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
+  CalibActivations* host_activations() override { return this; }
 
  private:
   void run(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt, float* dst) const;

@@ -16,7 +16,8 @@ class Sha256 {
   std::string hex_digest();  // finalizes
 
  private:
-  void block(const uint8_t* p);
+  void block(const uint8_t* p);                  // one 64-byte block, portable
+  void blocks(const uint8_t* p, std::size_t n);  // n blocks, SHA-NI when available
   uint32_t h_[8];
   uint8_t buf_[64];
   std::size_t buf_len_ = 0;

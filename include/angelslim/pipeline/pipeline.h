@@ -10,7 +10,14 @@ struct RunOptions {
   std::filesystem::path config_path;
   std::optional<std::string> model_path;  // --model-path
   std::optional<std::string> save_path;   // --save-path
-  std::string device = "cpu";
+  std::string device = "cpu";             // "cpu" or "cuda" (calibration forward, observers, propagation on the GPU)
+  // --device cuda: tokens per ragged batch, and the GPU memory the resident activations may use (unset: automatic;
+  // the environment variable ANGELSLIM_CUDA_ACT_BUDGET_BYTES also sets it). Past the budget they spill to host.
+  int64_t cuda_batch_tokens = 32768;
+  std::optional<int64_t> cuda_activation_budget_bytes;
+  // GPTQ solver with --device cuda: "auto" (the GPU one; the environment variable ANGELSLIM_GPTQ_SOLVER=cpu|cuda
+  // overrides), "cuda" or "cpu". --device cpu always solves on the CPU.
+  std::string gptq_solver = "auto";
   bool overwrite = false;
   bool resume = true;
 };

@@ -15,6 +15,8 @@ class Fp8Quantizer : public LayerQuantizer {
   Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vector<std::string> ignore_list);
   bool needs_calibration() const override { return static_; }
   void quantize_layer(DecoderLayer& layer, CalibActivations* acts, nlohmann::json& report) override;
+  void quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, nlohmann::json& report) override;
+  bool backend_neutral() const override { return true; }
   bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
   void write_module(const std::string& module, SafetensorsWriter& w) override;
   nlohmann::ordered_json quantization_config() const override;

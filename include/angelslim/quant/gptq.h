@@ -2,6 +2,7 @@
 // after Frantar et al., "GPTQ" (arXiv:2210.17323) Algorithm 1, with act-order, static groups and the fold mode.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -49,7 +50,13 @@ struct GptqResult {
   bool fallback = false;        // true: every Cholesky failed, quantized with RTN on the same grid
   std::string fallback_reason;  // "cholesky" when fallback
   int n_dead = 0;               // columns with H_jj = 0
+  double out_err = -1.0;        // sqrt(tr(D H D^T) / tr(W H W^T)), D = W_hat - W, when the solver computed it
+                                // (the GPU one does); < 0: not computed
 };
+
+// A solver with gptq_quantize's contract: the CPU one below, or a device one (backend/cuda_gptq.h).
+using GptqSolver = std::function<GptqResult(std::span<const float> w, int rows, int cols, std::span<const float> h,
+                                            const GptqOptions& options)>;
 
 // Quantizes W with the GPTQ solver.
 // w: [rows, cols] f32 row-major, PyTorch [out, in] layout, finite.

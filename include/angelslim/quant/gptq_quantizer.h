@@ -17,12 +17,19 @@ class GptqQuantizer : public LayerQuantizer {
   GptqQuantizer(const RunConfig& rc, const ModelConfig& cfg);
   bool needs_calibration() const override { return true; }
   void quantize_layer(DecoderLayer& layer, CalibActivations* acts, nlohmann::json& report) override;
+  void quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, nlohmann::json& report) override;
+  bool backend_neutral() const override { return true; }
   bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
   void write_module(const std::string& module, SafetensorsWriter& w) override;
   nlohmann::ordered_json quantization_config() const override;
   void edit_config(nlohmann::ordered_json& config) const override;
   // Whether the output uses the AWQ GEMM layout (asymmetric 4-bit).
   bool awq_layout() const { return awq_layout_; }
+  // Replaces the solver (default: gptq_quantize on the CPU); `name` goes to the report ("cpu", "cuda").
+  void set_solver(GptqSolver solver, std::string name) {
+    solver_ = std::move(solver);
+    solver_name_ = std::move(name);
+  }
 
  private:
   struct Out {
@@ -49,6 +56,12 @@ class GptqQuantizer : public LayerQuantizer {
   IgnoreMatcher ignore_;
   std::vector<std::string> ignored_modules_;
   std::map<std::string, Out> out_;
+  GptqSolver solver_ = gptq_quantize;
+  std::string solver_name_ = "cpu";
 };
+
+// The GPU solver of a CUDA calibration backend (its device and stream): gptq_quantize with the FP64 factorisation in
+// cuSOLVER and the column loop on the device. Unsupported for other backends and in builds without CUDA.
+GptqSolver cuda_gptq_solver(CalibBackend& calib);
 
 }  // namespace angelslim

@@ -19,8 +19,14 @@ class LayerQuantizer {
   virtual bool needs_calibration() const = 0;
   // Quantizes the linears of `layer` that `quantize` selects. With calibration, `acts` holds the layer's inputs
   // and must be advanced to the next layer's inputs (the propagation rule is the algorithm's). Appends one
-  // object per linear to report["linears"].
+  // object per linear to report["linears"]. (The host-activation entry point; backend-neutral algorithms
+  // implement it as quantize_layer_with(layer, acts, report).)
   virtual void quantize_layer(DecoderLayer& layer, CalibActivations* acts, nlohmann::json& report) = 0;
+  // The pipeline's entry point: the same on any calibration backend (nullptr without calibration). The default,
+  // for algorithms with only a host implementation, runs quantize_layer on calib->host_activations().
+  virtual void quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, nlohmann::json& report);
+  // Whether quantize_layer_with runs on every backend (false: host activations only, i.e. --device cpu).
+  virtual bool backend_neutral() const { return false; }
   // Whether the quantizer produced tensors for this full module name (e.g. "model.layers.0.self_attn.q_proj").
   virtual bool has_output(const std::string& module) const = 0;
   // Writes the tensors that replace "<module>.weight" and releases them.

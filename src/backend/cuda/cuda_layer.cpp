@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "angelslim/core/dtype.h"
 
@@ -24,6 +27,53 @@ int64_t CudaKvCache::append(int64_t n) {
   return old;
 }
 
+bool gemm_attention() {
+  static const bool b = [] {
+    const char* e = std::getenv("ANGELSLIM_CUDA_ATTENTION");
+    return !(e && std::string(e) == "tiled");
+  }();
+  return b;
+}
+
+WeightStager::WeightStager(CudaContext& ctx) : ctx_(ctx) {
+  for (auto& e : done_) ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+
+WeightStager::~WeightStager() {
+  for (auto e : done_)
+    if (e) {
+      (void)cudaEventSynchronize(e);
+      (void)cudaEventDestroy(e);
+    }
+}
+
+const float* WeightStager::stage(const float* w, std::size_t n) {
+  if (n == 0) return dev_.data();
+  if (n > dev_.size()) dev_.reset(n);
+  if (pinned_[0].size() == 0) {
+    pinned_[0].reset(kChunk);
+    pinned_[1].reset(kChunk);
+  }
+  // Double buffering: the host copy into one pinned chunk overlaps the DMA out of the other.
+  int slot = 0;
+  for (std::size_t off = 0; off < n; off += kChunk, slot ^= 1) {
+    const std::size_t m = std::min(kChunk, n - off);
+    ANGELSLIM_CUDA_CHECK(cudaEventSynchronize(done_[slot]));  // the DMA that last read this chunk has finished
+    std::memcpy(pinned_[slot].data(), w + off, m * sizeof(float));
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dev_.data() + off, pinned_[slot].data(), m * sizeof(float),
+                                         cudaMemcpyHostToDevice, ctx_.stream()));
+    ANGELSLIM_CUDA_CHECK(cudaEventRecord(done_[slot], ctx_.stream()));
+  }
+  bytes_ += static_cast<int64_t>(n * sizeof(float));
+  return dev_.data();
+}
+
+uint16_t* WeightStager::scratch16(int i, std::size_t n) {
+  ANGELSLIM_ASSERT(i == 0 || i == 1);
+  if (n > dev16_[i].size()) dev16_[i].reset(n);
+  return dev16_[i].data();
+}
+
 DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
   weight_bytes_ += v.size() * sizeof(float);
   return to_device(ctx_, v);
@@ -40,6 +90,34 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   d.act = l.act;
   if (weights_ == DeviceWeights::kF32) {
     d.w32 = upload_vec(l.w);
+  } else if (weights_ == DeviceWeights::kBF16Exact) {
+    const std::size_t n = l.w.size();
+    const float* dw = stager_->stage(l.w.data(), n);
+    d.w16.reset(n);
+    uint16_t* t1 = stager_->scratch16(0, n);
+    uint16_t* t2 = stager_->scratch16(1, n);
+    split_counts_.ensure(3);
+    ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(split_counts_.data(), 0, 3 * sizeof(unsigned int), ctx_.stream()));
+    split_bf16_terms(ctx_, dw, static_cast<int64_t>(n), d.w16.data(), t1, t2, split_counts_.data());
+    unsigned int counts[3];
+    download(ctx_, split_counts_.data(), 3, counts);
+    weight_bytes_ += n * sizeof(uint16_t);
+    // Keep a term only when some element needs it (a bf16 checkpoint: never).
+    auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst) {
+      dst.reset(n);
+      ANGELSLIM_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data(), t, n * sizeof(uint16_t), cudaMemcpyDeviceToDevice, ctx_.stream()));
+      weight_bytes_ += n * sizeof(uint16_t);
+    };
+    if (counts[0]) {
+      keep(t1, d.w16_lo);
+      ++n_terms_[0];
+    }
+    if (counts[1]) {
+      keep(t2, d.w16_lo2);
+      ++n_terms_[1];
+    }
+    n_terms_[2] += counts[2];
   } else {
     std::vector<uint16_t> h(l.w.size());
     for (std::size_t i = 0; i < h.size(); ++i) {
@@ -67,8 +145,10 @@ CudaDecoderLayer::DevMlp CudaDecoderLayer::upload_mlp(const Mlp& m, const char* 
 }
 
 CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
-                                   const std::vector<float>& inv_freq, DeviceWeights weights)
-    : ctx_(ctx), cfg_(cfg), weights_(weights), index_(layer.index) {
+                                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager)
+    : ctx_(ctx), stager_(stager), cfg_(cfg), weights_(weights), index_(layer.index) {
+  ANGELSLIM_CHECK(weights != DeviceWeights::kBF16Exact || stager != nullptr, InvalidInput,
+                  "CudaDecoderLayer: kBF16Exact weights need a WeightStager");
   const int64_t d_model = cfg.d_model, head_dim = cfg.head_dim;
   ANGELSLIM_CHECK(head_dim == 64 || head_dim == 128, Unsupported,
                   "CudaDecoderLayer: head_dim = {} (the GPU attention handles 64, 128)", head_dim);
@@ -193,6 +273,10 @@ void CudaDecoderLayer::apply_linear(const Lin& lin, const float* x, int64_t n, f
     else
       f32_to_bf16(ctx_, x, x16_.data(), count);
     linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16.data(), lin.n_out, nullptr, y);
+    if (!lin.w16_lo.empty())
+      linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16_lo.data(), lin.n_out, nullptr, y, 1, 1);
+    if (!lin.w16_lo2.empty())
+      linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16_lo2.data(), lin.n_out, nullptr, y, 1, 1);
     bias_scale(ctx_, y, n, lin.n_out, scale, bias, rb);
   }
 }
@@ -238,23 +322,34 @@ void CudaDecoderLayer::moe_forward(const float* m, int64_t n, float* out, bool r
 }
 
 void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, const ForwardOptions& opt,
-                                       CudaLinearObserver* obs, CudaKvCache* cache, float* out) {
+                                       CudaLinearObserver* obs, CudaKvCache* cache, float* out,
+                                       std::span<const int64_t> seq_offsets) {
   check_mode(opt);
   ANGELSLIM_CHECK(n >= 0 && pos0 >= 0, InvalidInput, "layer {}: n_tokens {} / pos0 {} (expected >= 0)", index_, n,
                   pos0);
+  const int64_t single[2] = {0, n};
+  const std::span<const int64_t> segs = seq_offsets.empty() ? std::span<const int64_t>(single) : seq_offsets;
+  ANGELSLIM_CHECK(segs.size() >= 2 && segs.front() == 0 && segs.back() == n, InvalidInput,
+                  "layer {}: seq_offsets must run from 0 to n_tokens = {}", index_, n);
+  ANGELSLIM_CHECK(segs.size() == 2 || (pos0 == 0 && cache == nullptr), InvalidInput,
+                  "layer {}: a ragged batch needs pos0 = 0 and no KV cache", index_);
   ensure_scratch(n);
   const bool rb = opt.round_bf16;
   const int64_t d_model = cfg_.d_model, head_dim = cfg_.head_dim, n_heads = cfg_.n_heads, n_kv_heads = cfg_.n_kv_heads;
-  const int64_t kvd = n_kv_heads * head_dim;
+  const int64_t qd = n_heads * head_dim, kvd = n_kv_heads * head_dim;
   observe(obs, LinearKind::kQ, -1, false, a, n, d_model, nullptr);
   observe(obs, LinearKind::kK, -1, false, a, n, d_model, nullptr);
   observe(obs, LinearKind::kV, -1, false, a, n, d_model, nullptr);
+  if (opt.stop_after == StopAfter::kQkvInput) return;
   apply_linear(q_, a, n, q_buf_.data(), rb);
   apply_linear(k_, a, n, k_buf_.data(), rb);
   apply_linear(v_, a, n, v_buf_.data(), rb);
-  // RoPE first, then QK-norm (SPEC 3.4).
-  rope(ctx_, q_buf_.data(), n, n_heads, head_dim, inv_freq_.data(), pos0, rb);
-  rope(ctx_, k_buf_.data(), n, n_kv_heads, head_dim, inv_freq_.data(), pos0, rb);
+  // RoPE first, then QK-norm (SPEC 3.4); every sequence of a ragged batch starts at position pos0 = 0.
+  for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
+    const int64_t b = segs[si], len = segs[si + 1] - b;
+    rope(ctx_, q_buf_.data() + b * qd, len, n_heads, head_dim, inv_freq_.data(), pos0, rb);
+    rope(ctx_, k_buf_.data() + b * kvd, len, n_kv_heads, head_dim, inv_freq_.data(), pos0, rb);
+  }
   if (cfg_.use_qk_norm) {
     rms_norm(ctx_, q_buf_.data(), n * n_heads, head_dim, q_norm_.data(), cfg_.rms_norm_eps, q_buf_.data(), rb);
     rms_norm(ctx_, k_buf_.data(), n * n_kv_heads, head_dim, k_norm_.data(), cfg_.rms_norm_eps, k_buf_.data(), rb);
@@ -277,8 +372,24 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
     kp = cache->k();
     vp = cache->v();
   }
-  attention(ctx_, q_buf_.data(), kp, vp, n, n_past, n_heads, n_kv_heads, head_dim, attn_.data(), rb);
-  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, n_heads * head_dim, nullptr);
+  if (rb && cache == nullptr && gemm_attention()) {
+    // bf16 mode from position 0: the tensor-core path (the same math up to summation order, ~6x faster at 2k tokens).
+    for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
+      const int64_t b = segs[si], len = segs[si + 1] - b;
+      attention_bf16_gemm(ctx_, q_buf_.data() + b * qd, kp + b * kvd, vp + b * kvd, len, n_heads, n_kv_heads, head_dim,
+                          attn_.data() + b * qd, attn_ws_);
+    }
+  } else if (segs.size() == 2) {
+    attention(ctx_, q_buf_.data(), kp, vp, n, n_past, n_heads, n_kv_heads, head_dim, attn_.data(), rb);
+  } else {
+    for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
+      const int64_t b = segs[si], len = segs[si + 1] - b;
+      attention(ctx_, q_buf_.data() + b * qd, kp + b * kvd, vp + b * kvd, len, 0, n_heads, n_kv_heads, head_dim,
+                attn_.data() + b * qd, rb);
+    }
+  }
+  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, qd, nullptr);
+  if (opt.stop_after == StopAfter::kOInput) return;
   apply_linear(o_, attn_.data(), n, out, rb);
 }
 
@@ -295,7 +406,7 @@ void CudaDecoderLayer::ffn_block(const float* m, int64_t n, const ForwardOptions
 }
 
 void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardOptions& opt, CudaLinearObserver* obs,
-                               CudaKvCache* cache) {
+                               CudaKvCache* cache, std::span<const int64_t> seq_offsets) {
   check_mode(opt);
   ANGELSLIM_CHECK(n >= 0, InvalidInput, "layer {}: n_tokens {} (expected >= 0)", index_, n);
   if (n == 0) return;
@@ -303,11 +414,59 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
   const bool rb = opt.round_bf16;
   const int64_t d_model = cfg_.d_model;
   rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
-  attention_block(a_.data(), n, pos0, opt, obs, cache, o_buf_.data());
+  attention_block(a_.data(), n, pos0, opt, obs, cache, o_buf_.data(), seq_offsets);
+  if (opt.stop_after == StopAfter::kQkvInput || opt.stop_after == StopAfter::kOInput) return;
   add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
   rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  if (opt.stop_after == StopAfter::kMlpInput && !is_moe_) {
+    // Dense MLP: its gate/up input is the norm output (routed experts need the router, so MoE runs on), as on the CPU.
+    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, d_model, nullptr);
+    return;
+  }
   ffn_block(a_.data(), n, opt, obs, o_buf_.data());
   add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+}
+
+CudaDecoderLayer::Lin& CudaDecoderLayer::linear_of(const LinearId& id) {
+  ANGELSLIM_CHECK(id.layer == index_, InvalidInput, "CudaDecoderLayer {}: linear {} belongs to another layer", index_,
+                  id.full_name());
+  switch (id.kind) {
+    case LinearKind::kQ:
+      return q_;
+    case LinearKind::kK:
+      return k_;
+    case LinearKind::kV:
+      return v_;
+    case LinearKind::kO:
+      return o_;
+    default:
+      break;
+  }
+  DevMlp* m = &mlp_;
+  if (id.expert >= 0) {
+    ANGELSLIM_CHECK(is_moe_ && id.expert < static_cast<int64_t>(experts_.size()), InvalidInput,
+                    "CudaDecoderLayer {}: no linear {}", index_, id.full_name());
+    m = &experts_[static_cast<std::size_t>(id.expert)];
+  } else {
+    ANGELSLIM_CHECK(!is_moe_ || has_shared_, InvalidInput, "CudaDecoderLayer {}: no linear {}", index_, id.full_name());
+  }
+  return id.kind == LinearKind::kGate ? m->gate : id.kind == LinearKind::kUp ? m->up : m->down;
+}
+
+void CudaDecoderLayer::update_linear(const LinearId& id, const Linear& lin) {
+  Lin& d = linear_of(id);
+  ANGELSLIM_CHECK(lin.n_out == d.n_out && lin.n_in == d.n_in, InvalidInput,
+                  "CudaDecoderLayer {}: {} is [{}, {}], the update [{}, {}]", index_, id.full_name(), d.n_out, d.n_in,
+                  lin.n_out, lin.n_in);
+  const std::size_t old_bytes = d.w32.size() * sizeof(float) + d.bias.size() * sizeof(float) +
+                                (d.w16.size() + d.w16_lo.size() + d.w16_lo2.size()) * sizeof(uint16_t) +
+                                d.input_scale.size() * sizeof(float);
+  n_terms_[0] -= !d.w16_lo.empty();
+  n_terms_[1] -= !d.w16_lo2.empty();
+  const std::string name = id.rel_name();
+  d = upload_linear(lin, name.c_str());
+  weight_bytes_ -= old_bytes;
 }
 
 }  // namespace angelslim::cuda

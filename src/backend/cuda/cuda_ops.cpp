@@ -2,6 +2,8 @@
 // cuBLAS calls, and a last-error check after every kernel launch.
 #include "angelslim/backend/cuda_ops.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "backend/cuda/kernels.h"
@@ -266,6 +268,90 @@ void hessian_accumulate(CudaContext& ctx, const float* x, int64_t n_tokens, int6
   ANGELSLIM_CUBLAS_CHECK(
       cublasSsyrk(ctx.cublas(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, k, t, &alpha, x, k, &beta, h, k));
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
+}
+
+void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const float* v, int64_t n, int64_t n_heads,
+                         int64_t n_kv_heads, int64_t head_dim, float* out, AttentionWorkspace& ws) {
+  ANGELSLIM_CHECK(n >= 0 && n_heads >= 1 && n_kv_heads >= 1 && n_heads % n_kv_heads == 0, InvalidInput,
+                  "cuda::attention_bf16_gemm: n_heads {} must be a positive multiple of n_kv_heads {}", n_heads,
+                  n_kv_heads);
+  ANGELSLIM_CHECK(head_dim >= 8 && head_dim % 8 == 0, Unsupported,
+                  "cuda::attention_bf16_gemm: head_dim = {} (expected a multiple of 8)", head_dim);
+  if (n == 0) return;
+  const int64_t group = n_heads / n_kv_heads, d = head_dim;
+  cudaStream_t s = ctx.stream();
+  const int sm = ctx.sm_count();
+  auto grow16 = [](DeviceBuffer<uint16_t>& b, int64_t m) { b.ensure(static_cast<std::size_t>(m)); };
+  grow16(ws.q16, n * n_heads * d);
+  grow16(ws.k16, n * n_kv_heads * d);
+  grow16(ws.v16, n * n_kv_heads * d);
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::to_head_major_bf16(s, sm, q, n, static_cast<int>(n_heads), static_cast<int>(d), ws.q16.data()),
+      "to_head_major_kernel");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::to_head_major_bf16(s, sm, k, n, static_cast<int>(n_kv_heads), static_cast<int>(d), ws.k16.data()),
+      "to_head_major_kernel");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::to_head_major_bf16(s, sm, v, n, static_cast<int>(n_kv_heads), static_cast<int>(d), ws.v16.data()),
+      "to_head_major_kernel");
+  // Query chunk: the [n_heads, chunk, keys] fp32 scores stay under 256 MiB (64-row multiples).
+  constexpr int64_t kScoreBytes = int64_t{256} << 20;
+  int64_t chunk = std::max<int64_t>(64, kScoreBytes / (n_heads * n * 4) / 64 * 64);
+  chunk = std::min(chunk, n);
+  ws.s.ensure(static_cast<std::size_t>(n_heads * chunk * n));
+  grow16(ws.p16, n_heads * chunk * n);
+  ws.o.ensure(static_cast<std::size_t>(n_heads * chunk * d));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float one = 1.0f, zero = 0.0f;
+  for (int64_t q0 = 0; q0 < n; q0 += chunk) {
+    const int64_t qc = std::min(chunk, n - q0), nk = q0 + qc;  // causal: the chunk's last row sees nk keys
+    const int m_nk = to_int(nk, "keys"), m_qc = to_int(qc, "queries"), m_d = to_int(d, "head_dim");
+    const auto nkv = to_int(n_kv_heads, "n_kv_heads");
+    for (int64_t g = 0; g < group; ++g) {
+      // Column-major S_h (nk × qc, ld nk) = K_j (D × nk)ᵀ · Q_h (D × qc), h = j·group + g, batched over kv heads j.
+      ANGELSLIM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, m_nk, m_qc, m_d, &scale, ws.k16.data(), CUDA_R_16BF, m_d, n * d,
+          ws.q16.data() + (g * n + q0) * d, CUDA_R_16BF, m_d, group * n * d, &zero, ws.s.data() + g * qc * nk,
+          CUDA_R_32F, m_nk, group * qc * nk, nkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::softmax_rows_bf16(s, ws.s.data(), n_heads * qc, qc, nk, q0, ws.p16.data()),
+                                "softmax_rows_kernel");
+    for (int64_t g = 0; g < group; ++g) {
+      // Column-major O_h (D × qc) = V_j (D × nk) · P_h (nk × qc).
+      ANGELSLIM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, m_d, m_qc, m_nk, &one, ws.v16.data(), CUDA_R_16BF, m_d, n * d,
+          ws.p16.data() + g * qc * nk, CUDA_R_16BF, m_nk, group * qc * nk, &zero, ws.o.data() + g * qc * d, CUDA_R_32F,
+          m_d, group * qc * d, nkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    ANGELSLIM_CUDA_CHECK_LAUNCH(
+        kernels::from_head_major(s, sm, ws.o.data(), qc, static_cast<int>(n_heads), static_cast<int>(d), q0, out, true),
+        "from_head_major_kernel");
+  }
+}
+
+void abs_max_accumulate(CudaContext& ctx, const float* x, int64_t n, float* out) {
+  check_nonneg(n, "abs_max_accumulate", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::abs_max(ctx.stream(), ctx.sm_count(), x, n, out), "abs_max_kernel");
+}
+
+void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_tokens, int64_t n_in, float* h) {
+  const int t = to_int(n_tokens, "n_tokens"), k = to_int(n_in, "n_in");
+  if (t == 0 || k == 0) return;
+  const float alpha = 1.0f, beta = 1.0f;
+  // x row-major [t, k] is column-major A = k×t (lda k): C[k×k] += A·Aᵀ; the lower triangle is then mirrored.
+  ANGELSLIM_CUBLAS_CHECK(cublasGemmEx(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k, x16,
+                                      CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT));
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
+}
+
+void split_bf16_terms(CudaContext& ctx, const float* w, int64_t n, uint16_t* t0, uint16_t* t1, uint16_t* t2,
+                      unsigned int* counts) {
+  check_nonneg(n, "split_bf16_terms", "n");
+  if (n == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::split_bf16_terms(ctx.stream(), ctx.sm_count(), w, n, t0, t1, t2, counts),
+                              "split_bf16_terms_kernel");
 }
 
 }  // namespace angelslim::cuda

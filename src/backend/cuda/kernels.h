@@ -33,6 +33,13 @@ cudaError_t fp8_scale_from_amax(cudaStream_t s, const float* amax, float* scale)
 cudaError_t attention(cudaStream_t s, const float* q, const float* k, const float* v, int64_t n_q, int64_t n_past,
                       int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, bool round_bf16);
 
+// Tensor-core attention helpers (attention_gemm.cu).
+cudaError_t to_head_major_bf16(cudaStream_t s, int sm, const float* x, int64_t len, int n_heads, int d, uint16_t* out);
+cudaError_t softmax_rows_bf16(cudaStream_t s, const float* scores, int64_t n_rows, int64_t rows_per_head,
+                              int64_t n_keys, int64_t q0, uint16_t* p);
+cudaError_t from_head_major(cudaStream_t s, int sm, const float* o, int64_t rows, int n_heads, int d, int64_t q0,
+                            float* out, bool rb);
+
 // MoE and reductions (moe.cu).
 cudaError_t moe_route(cudaStream_t s, float* logits, int64_t n_tokens, int64_t n_experts, int64_t top_k,
                       int32_t* experts, float* weights, bool round_bf16);
@@ -43,6 +50,26 @@ cudaError_t moe_expert_lists(cudaStream_t s, const int32_t* experts, const float
 cudaError_t gather_rows(cudaStream_t s, int sm, const float* x, int64_t d, const int64_t* index, int64_t m, float* out);
 cudaError_t scatter_add_rows(cudaStream_t s, int sm, const float* y, int64_t d, const int64_t* index,
                              const float* weight, int64_t m, float* out, bool round_bf16);
+// Calibration helpers (calib.cu).
+cudaError_t split_bf16_terms(cudaStream_t s, int sm, const float* w, int64_t n, uint16_t* t0, uint16_t* t1,
+                             uint16_t* t2, unsigned int* counts);
+
+// GPU GPTQ solver (gptq.cu); shapes and meaning in src/backend/cuda/cuda_gptq.cpp. kind: 0 GPTQ-sym, 1 GPTQ-asym;
+// scale_dtype: 0 bf16, 1 f16, 2 f32.
+cudaError_t gptq_factor_input(cudaStream_t s, int sm, const float* h, int k, const int32_t* perm, const uint8_t* dead,
+                              double lambda, double* a);
+cudaError_t gptq_extract_u(cudaStream_t s, int sm, const double* a, int k, float* u, int* bad);
+cudaError_t gptq_permute_transpose(cudaStream_t s, const float* w, int rows, int cols, const int32_t* perm, float* wt);
+cudaError_t gptq_column_block(cudaStream_t s, float* wt, int rows, int k, const float* u, int i1, int i2, int g,
+                              bool static_groups, const int32_t* perm, float* scales, int32_t* zeros, int n_groups,
+                              int bits, int kind, int scale_dtype, float* err, uint8_t* codes_t, double* loss,
+                              int* flag);
+cudaError_t gptq_scatter(cudaStream_t s, int sm, const uint8_t* codes_t, const float* wt, int rows, int cols,
+                         const int32_t* perm, bool fold, uint8_t* codes, float* w_hat);
+cudaError_t sub_f32(cudaStream_t s, int sm, const float* a, const float* b, float* out, int64_t n);
+// out[0] += Σ a[i]·b[i] in FP64 (out zeroed by the caller).
+cudaError_t dot_f64(cudaStream_t s, int sm, const float* a, const float* b, int64_t n, double* out);
+
 // Copies the lower triangle of the column-major n×n matrix h onto its upper triangle.
 cudaError_t mirror_lower(cudaStream_t s, int sm, float* h, int64_t n);
 

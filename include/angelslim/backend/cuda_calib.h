@@ -1,0 +1,86 @@
+// The GPU calibration backend (issue 6, SPEC 4.1 steps 4-5): calibration activations resident on the GPU in ragged
+// batches (bf16 in the bf16 forward mode, where that is lossless; fp32 otherwise), spilled to pinned host memory past
+// a budget; one CudaDecoderLayer per layer, weights streamed through pinned staging; abs-max and Hessian collectors
+// on the device. Implements CalibBackend, so the FP8 and GPTQ quantizers run on it unchanged.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "angelslim/backend/cuda_layer.h"
+#include "angelslim/calib/backend.h"
+
+namespace angelslim::cuda {
+
+class CudaCalibActivations : public CalibBackend {
+ public:
+  // samples: token ids per sample (each >= 1 token, ids < vocab_size: InvalidInput otherwise). Embeds them.
+  CudaCalibActivations(const ModelConfig& cfg, const TensorStore& store,
+                       const std::vector<std::vector<int32_t>>& samples, bool bf16_storage,
+                       const CudaCalibOptions& options);
+  ~CudaCalibActivations() override;
+
+  const char* device_name() const override { return "cuda"; }
+  int64_t n_samples() const override { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t n_tokens() const override { return offsets_.back(); }
+  LayerStats observe_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
+  LayerStats advance_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
+  void linear_changed(const DecoderLayer& layer, const LinearId& id) override;
+  nlohmann::json report() const override;
+
+  CudaContext& context() { return ctx_; }
+  // The activations as host fp32 [n_tokens, d_model], samples back to back (tests, debugging).
+  std::vector<float> download_activations();
+  int64_t n_batches() const { return static_cast<int64_t>(batches_.size()); }
+  int64_t n_spilled_batches() const;
+
+ private:
+  struct Batch {
+    int64_t t0 = 0, n = 0;      // first token, tokens
+    std::vector<int64_t> segs;  // sequence offsets within the batch, [0 .. n]
+    bool on_device = true;
+    DeviceBuffer<uint16_t> dev16;   // [n, d_model] bf16 (bf16 storage, resident)
+    DeviceBuffer<float> dev32;      // [n, d_model] fp32 (fp32 storage, resident)
+    PinnedBuffer<uint16_t> host16;  // spilled, bf16 storage
+    PinnedBuffer<float> host32;     // spilled, fp32 storage
+  };
+  class StatsCollector;
+
+  void plan_batches(int64_t batch_tokens);
+  int64_t auto_budget() const;
+  void embed(const TensorStore& store, const std::vector<std::vector<int32_t>>& samples);
+  CudaDecoderLayer& bind(const DecoderLayer& layer, const ForwardOptions& opt);
+  LayerStats run(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec, bool advance);
+  // Enqueues the upload of spilled batch b into staging slot `slot` on the copy stream.
+  void prefetch(std::size_t b, int slot);
+  void sample_memory();
+
+  ModelConfig cfg_;
+  CudaCalibOptions options_;
+  bool bf16_;
+  std::size_t elem_bytes_;  // 2 (bf16) or 4 (fp32)
+  std::vector<float> inv_freq_;
+  std::vector<int64_t> offsets_;  // [n_samples + 1] token offsets
+  std::vector<Batch> batches_;
+
+  CudaContext ctx_;
+  WeightStager stager_;
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t loaded_[2] = {nullptr, nullptr}, computed_[2] = {nullptr, nullptr};
+  DeviceBuffer<unsigned char> staging_[2];  // spilled batches in flight, storage dtype
+  DeviceBuffer<float> x_;                   // fp32 batch the layer runs on [batch_tokens, d_model]
+
+  std::unique_ptr<CudaDecoderLayer> layer_;
+  const DecoderLayer* layer_src_ = nullptr;
+  int64_t budget_bytes_ = 0;
+  int64_t peak_gpu_bytes_ = 0;
+  int64_t baseline_gpu_bytes_ = 0;  // used on the device before this backend allocated anything
+  int64_t layers_uploaded_ = 0, linear_updates_ = 0;
+  double upload_s_ = 0.0, embed_s_ = 0.0, pass_s_ = 0.0;  // pass_s_: wall time of the layer passes (upload included)
+  int64_t passes_ = 0;
+  int64_t two_term_linears_ = 0, three_term_linears_ = 0;
+};
+
+}  // namespace angelslim::cuda

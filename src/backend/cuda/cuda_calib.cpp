@@ -1,0 +1,559 @@
+// GPU calibration backend; see include/angelslim/backend/cuda_calib.h. The batch loop mirrors the CPU engine
+// (src/calib/engine.cpp): the same ragged batches of whole samples (larger here), the same layer math
+// (CudaDecoderLayer), the same statistics per input group (calib/stats.h), accumulated on the device.
+#include "angelslim/backend/cuda_calib.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "angelslim/core/dtype.h"
+#include "angelslim/core/error.h"
+
+namespace angelslim {
+
+bool cuda_calib_available() { return cuda::device_count() > 0; }
+
+void require_cuda_device() {
+  ANGELSLIM_CHECK(cuda_calib_available(), Unsupported,
+                  "--device cuda: no CUDA device is available (cudaGetDeviceCount found none); use --device cpu");
+}
+
+std::unique_ptr<CalibBackend> make_cuda_calib(const ModelConfig& cfg, const TensorStore& store,
+                                              const std::vector<std::vector<int32_t>>& samples, bool bf16_storage,
+                                              const CudaCalibOptions& options) {
+  require_cuda_device();
+  return std::make_unique<cuda::CudaCalibActivations>(cfg, store, samples, bf16_storage, options);
+}
+
+namespace cuda {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+int64_t used_gpu_bytes() {
+  std::size_t free_b = 0, total_b = 0;
+  ANGELSLIM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return static_cast<int64_t>(total_b - free_b);
+}
+
+// Largest Hessian/abs-max-relevant sizes of a layer from the config.
+struct LayerShape {
+  int64_t params = 0;      // linear weights (router excluded)
+  int64_t max_linear = 0;  // elements of the largest linear
+  int64_t max_in = 0;      // widest linear input
+  int64_t max_dff = 0;
+  int64_t hessian_floats = 0;  // Σ K² over the input groups
+};
+
+LayerShape layer_shape(const ModelConfig& cfg, int64_t l) {
+  const int64_t d = cfg.d_model, qd = cfg.n_heads * cfg.head_dim, kvd = cfg.n_kv_heads * cfg.head_dim;
+  LayerShape s;
+  auto lin = [&](int64_t out, int64_t in) {
+    s.params += out * in;
+    s.max_linear = std::max(s.max_linear, out * in);
+    s.max_in = std::max(s.max_in, in);
+  };
+  lin(qd, d);
+  lin(kvd, d);
+  lin(kvd, d);
+  lin(d, qd);
+  s.hessian_floats = d * d + qd * qd;
+  auto mlp = [&](int64_t dff) {
+    lin(dff, d);
+    lin(dff, d);
+    lin(d, dff);
+    s.max_dff = std::max(s.max_dff, dff);
+    s.hessian_floats += d * d + dff * dff;
+  };
+  if (cfg.family == ModelFamily::kMoE) {
+    const auto li = static_cast<std::size_t>(l);
+    if (cfg.n_shared_experts.at(li) > 0) mlp(cfg.shared_d_ff(l));
+    for (int64_t e = 0; e < cfg.n_experts; ++e) mlp(cfg.moe_d_ff.at(li));
+  } else {
+    mlp(cfg.d_ff);
+  }
+  return s;
+}
+
+}  // namespace
+
+// Device-side statistics of one pass (calib/stats.h semantics): per input group, a running abs-max slot and/or a
+// Gram matrix Σ xᵀx. In the bf16 forward mode every observed input is bf16-representable (each is produced at a
+// BF16 storage point), so the Gram matrix runs as a BF16 GEMM with FP32 accumulation; fp32 mode uses SSYRK.
+class CudaCalibActivations::StatsCollector : public CudaLinearObserver {
+ public:
+  StatsCollector(CudaContext& ctx, StatsSpec spec, bool bf16_inputs, int64_t max_groups)
+      : spec_(std::move(spec)), bf16_(bf16_inputs) {
+    if (spec_.abs_max) {
+      amax_.reset(static_cast<std::size_t>(std::max<int64_t>(max_groups, 1)));
+      ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(amax_.data(), 0, amax_.size() * sizeof(float), ctx.stream()));
+    }
+  }
+
+  void observe(CudaContext& ctx, const LinearId& id, const float* x, int64_t n, int64_t k, const int64_t*) override {
+    if (!is_group_leader(id)) return;  // k/v/up see the input of q/gate
+    const std::string key = input_group(id);
+    if (spec_.abs_max) {
+      const auto it = slots_.try_emplace(key, Slot{id, static_cast<int64_t>(slots_.size()), 0}).first;
+      ANGELSLIM_ASSERT(it->second.index < static_cast<int64_t>(amax_.size()));
+      abs_max_accumulate(ctx, x, n * k, amax_.data() + it->second.index);
+      it->second.tokens += n;
+    }
+    if (spec_.hessian.count(id.kind)) {
+      Gram& g = grams_[key];
+      if (g.h.empty()) {
+        g.k = k;
+        g.h.reset(static_cast<std::size_t>(k * k));
+        ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(g.h.data(), 0, g.h.size() * sizeof(float), ctx.stream()));
+      }
+      ANGELSLIM_ASSERT(g.k == k);
+      if (n == 0) return;
+      if (bf16_) {
+        x16_.ensure(static_cast<std::size_t>(n * k));
+        f32_to_bf16(ctx, x, x16_.data(), n * k);
+        hessian_accumulate_bf16(ctx, x16_.data(), n, k, g.h.data());
+      } else {
+        hessian_accumulate(ctx, x, n, k, 1.0f, g.h.data());
+      }
+      g.tokens += n;
+    }
+  }
+
+  // Downloads what was collected (synchronising the stream) and frees the device accumulators.
+  LayerStats finish(CudaContext& ctx) {
+    LayerStats out;
+    if (spec_.abs_max && !slots_.empty()) {
+      std::vector<float> a(slots_.size());
+      download(ctx, amax_.data(), a.size(), a.data());
+      for (const auto& [key, s] : slots_) {
+        const float m = a[static_cast<std::size_t>(s.index)];
+        if (!(m <= 3.4e38f))
+          throw InvalidInput(fmt::format("non-finite activation entering {} (layer {})", s.id.full_name(), s.id.layer));
+        out.abs_max[key] = LayerStats::AbsMax{m, s.tokens};
+      }
+    }
+    for (auto& [key, g] : grams_) {
+      LayerStats::Gram& h = out.gram[key];
+      h.k = g.k;
+      h.tokens = g.tokens;
+      if (g.tokens > 0) {
+        h.xtx.resize(static_cast<std::size_t>(g.k * g.k));
+        download(ctx, g.h.data(), h.xtx.size(), h.xtx.data());
+      }
+      g.h = DeviceBuffer<float>();
+    }
+    return out;
+  }
+
+ private:
+  struct Slot {
+    LinearId id;
+    int64_t index = 0;
+    int64_t tokens = 0;
+  };
+  struct Gram {
+    int64_t k = 0, tokens = 0;
+    DeviceBuffer<float> h;  // [k, k] fp32
+  };
+  StatsSpec spec_;
+  bool bf16_;
+  DeviceBuffer<float> amax_;
+  std::map<std::string, Slot> slots_;
+  std::map<std::string, Gram> grams_;
+  DeviceBuffer<uint16_t> x16_;
+};
+
+CudaCalibActivations::CudaCalibActivations(const ModelConfig& cfg, const TensorStore& store,
+                                           const std::vector<std::vector<int32_t>>& samples, bool bf16_storage,
+                                           const CudaCalibOptions& options)
+    : cfg_(cfg),
+      options_(options),
+      bf16_(bf16_storage),
+      elem_bytes_(bf16_storage ? 2 : 4),
+      inv_freq_(rope_inv_freq(cfg)),
+      ctx_(options.device),
+      stager_(ctx_) {
+  ANGELSLIM_CHECK(options.batch_tokens >= 1, InvalidInput, "cuda calibration: batch_tokens = {} (expected >= 1)",
+                  options.batch_tokens);
+  offsets_.push_back(0);
+  for (const auto& s : samples) {
+    ANGELSLIM_CHECK(!s.empty(), InvalidInput, "cuda calibration: a calibration sample has no token");
+    offsets_.push_back(offsets_.back() + static_cast<int64_t>(s.size()));
+  }
+  ANGELSLIM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  for (int i = 0; i < 2; ++i) {
+    ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&loaded_[i], cudaEventDisableTiming));
+    ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&computed_[i], cudaEventDisableTiming));
+  }
+  baseline_gpu_bytes_ = used_gpu_bytes();
+  plan_batches(options.batch_tokens);
+  const auto t0 = Clock::now();
+  embed(store, samples);
+  embed_s_ = since(t0);
+  sample_memory();
+}
+
+CudaCalibActivations::~CudaCalibActivations() {
+  (void)cudaStreamSynchronize(ctx_.stream());
+  if (copy_stream_) {
+    (void)cudaStreamSynchronize(copy_stream_);
+    (void)cudaStreamDestroy(copy_stream_);
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (loaded_[i]) (void)cudaEventDestroy(loaded_[i]);
+    if (computed_[i]) (void)cudaEventDestroy(computed_[i]);
+  }
+}
+
+int64_t CudaCalibActivations::auto_budget() const {
+  std::size_t free_b = 0, total_b = 0;
+  ANGELSLIM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  LayerShape m;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const LayerShape s = layer_shape(cfg_, l);
+    m.params = std::max(m.params, s.params);
+    m.max_linear = std::max(m.max_linear, s.max_linear);
+    m.max_in = std::max(m.max_in, s.max_in);
+    m.max_dff = std::max(m.max_dff, s.max_dff);
+    m.hessian_floats = std::max(m.hessian_floats, s.hessian_floats);
+  }
+  const int64_t d = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim, kvd = cfg_.n_kv_heads * cfg_.head_dim;
+  const int64_t n = options_.batch_tokens;
+  // Per-token fp32 scratch of CudaDecoderLayer (a, o, q, attn, k, v, gate, up, fake-quant input, MoE buffers) and of
+  // this backend (x, two staging slots), plus the bf16 GEMM inputs.
+  const int64_t per_token = 4 * (2 * d + 2 * qd + 2 * kvd + 2 * m.max_dff + m.max_in + 4 * d + 2 * cfg_.n_experts + 8) +
+                            2 * m.max_in + 2 * static_cast<int64_t>(elem_bytes_) * d + 2 * m.max_in;
+  const int64_t reserve = 4 * m.params            // weights: bf16, up to two terms after GPTQ
+                          + 12 * m.max_linear     // fp32 staging + two bf16 split scratches
+                          + n * per_token         // batch scratch
+                          + 4 * m.hessian_floats  // device Gram matrices
+                          + (int64_t{1} << 30)    // cuBLAS, allocator slack, other processes' growth
+                          + static_cast<int64_t>(total_b / 50);
+  return std::max<int64_t>(0, static_cast<int64_t>(free_b) - reserve);
+}
+
+void CudaCalibActivations::plan_batches(int64_t batch_tokens) {
+  budget_bytes_ = options_.activation_budget_bytes ? *options_.activation_budget_bytes : auto_budget();
+  const int64_t row_bytes = cfg_.d_model * static_cast<int64_t>(elem_bytes_);
+  int64_t used = 0;
+  for (int64_t s0 = 0; s0 < n_samples();) {
+    int64_t s1 = s0 + 1;
+    while (s1 < n_samples() &&
+           offsets_[static_cast<std::size_t>(s1 + 1)] - offsets_[static_cast<std::size_t>(s0)] <= batch_tokens)
+      ++s1;
+    Batch b;
+    b.t0 = offsets_[static_cast<std::size_t>(s0)];
+    b.n = offsets_[static_cast<std::size_t>(s1)] - b.t0;
+    b.segs.push_back(0);
+    for (int64_t s = s0; s < s1; ++s) b.segs.push_back(offsets_[static_cast<std::size_t>(s + 1)] - b.t0);
+    const int64_t bytes = b.n * row_bytes;
+    b.on_device = used + bytes <= budget_bytes_;
+    const auto count = static_cast<std::size_t>(b.n * cfg_.d_model);
+    if (b.on_device) {
+      used += bytes;
+      if (bf16_)
+        b.dev16.reset(count);
+      else
+        b.dev32.reset(count);
+    } else if (bf16_) {
+      b.host16.reset(count);
+    } else {
+      b.host32.reset(count);
+    }
+    batches_.push_back(std::move(b));
+    s0 = s1;
+  }
+  int64_t max_n = 1;
+  for (const auto& b : batches_) max_n = std::max(max_n, b.n);
+  x_.reset(static_cast<std::size_t>(max_n * cfg_.d_model));
+  if (n_spilled_batches() > 0) {
+    for (auto& s : staging_) s.reset(static_cast<std::size_t>(max_n * row_bytes));
+    spdlog::info("cuda: {} of {} activation batches spilled to pinned host memory (budget {:.2f} GiB)",
+                 n_spilled_batches(), batches_.size(), static_cast<double>(budget_bytes_) / (1 << 30));
+  }
+}
+
+int64_t CudaCalibActivations::n_spilled_batches() const {
+  return std::count_if(batches_.begin(), batches_.end(), [](const Batch& b) { return !b.on_device; });
+}
+
+void CudaCalibActivations::embed(const TensorStore& store, const std::vector<std::vector<int32_t>>& samples) {
+  const int64_t d = cfg_.d_model;
+  const auto& emb = store.get("model.embed_tokens.weight");
+  if (emb.shape != std::vector<int64_t>{cfg_.vocab_size, d})
+    throw FormatError(fmt::format("{}: model.embed_tokens.weight has the wrong shape", store.dir().string()));
+  const std::size_t src_row = static_cast<std::size_t>(d) * dtype_size(emb.dtype);
+  std::vector<const int32_t*> ids;  // token t -> its id
+  ids.reserve(static_cast<std::size_t>(n_tokens()));
+  for (const auto& s : samples)
+    for (const int32_t& id : s) {
+      if (id < 0 || id >= cfg_.vocab_size)
+        throw InvalidInput(
+            fmt::format("calibration token id {} is outside the vocabulary [0, {})", id, cfg_.vocab_size));
+      ids.push_back(&id);
+    }
+  // Rows are gathered on host threads into a pinned fp32 buffer, uploaded, then stored (bf16 or fp32); spilled
+  // batches are written on the host directly. Two pinned buffers alternate so gathering overlaps the copies.
+  const unsigned n_threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  auto gather = [&](int64_t t0, int64_t n, float* dst) {
+    std::vector<std::thread> pool;
+    const int64_t per = (n + n_threads - 1) / n_threads;
+    for (unsigned w = 0; w < n_threads; ++w) {
+      const int64_t a = w * per, b = std::min(n, a + per);
+      if (a >= b) break;
+      pool.emplace_back([&, a, b] {
+        for (int64_t t = a; t < b; ++t)
+          convert_to_f32(emb.dtype,
+                         emb.data + src_row * static_cast<std::size_t>(*ids[static_cast<std::size_t>(t0 + t)]),
+                         dst + t * d, static_cast<std::size_t>(d));
+      });
+    }
+    for (auto& th : pool) th.join();
+  };
+  int64_t max_n = 0;
+  for (const auto& b : batches_) max_n = std::max(max_n, b.n);
+  PinnedBuffer<float> pinned[2];
+  cudaEvent_t done[2];
+  for (auto& e : done) ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  int slot = 0;
+  for (auto& b : batches_) {
+    const auto count = static_cast<std::size_t>(b.n * d);
+    if (!b.on_device) {
+      if (bf16_) {
+        std::vector<float> tmp(count);
+        gather(b.t0, b.n, tmp.data());
+        for (std::size_t i = 0; i < count; ++i) b.host16.data()[i] = ::angelslim::f32_to_bf16(tmp[i]);
+      } else {
+        gather(b.t0, b.n, b.host32.data());
+      }
+      continue;
+    }
+    if (pinned[slot].size() == 0) pinned[slot].reset(static_cast<std::size_t>(max_n * d));
+    ANGELSLIM_CUDA_CHECK(cudaEventSynchronize(done[slot]));
+    gather(b.t0, b.n, pinned[slot].data());
+    float* dst32 = bf16_ ? x_.data() : b.dev32.data();
+    ANGELSLIM_CUDA_CHECK(
+        cudaMemcpyAsync(dst32, pinned[slot].data(), count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
+    if (bf16_) f32_to_bf16(ctx_, x_.data(), b.dev16.data(), b.n * d);
+    ANGELSLIM_CUDA_CHECK(cudaEventRecord(done[slot], ctx_.stream()));
+    slot ^= 1;
+  }
+  ctx_.synchronize();
+  for (auto& e : done) (void)cudaEventDestroy(e);
+}
+
+void CudaCalibActivations::sample_memory() {
+  peak_gpu_bytes_ = std::max(peak_gpu_bytes_, used_gpu_bytes() - baseline_gpu_bytes_);
+}
+
+CudaDecoderLayer& CudaCalibActivations::bind(const DecoderLayer& layer, const ForwardOptions& opt) {
+  if (layer_ && layer_src_ == &layer && layer_->index() == layer.index) return *layer_;
+  const auto t0 = Clock::now();
+  layer_.reset();  // frees the previous layer's weights first
+  const DeviceWeights w = opt.round_bf16 ? DeviceWeights::kBF16Exact : DeviceWeights::kF32;
+  layer_ = std::make_unique<CudaDecoderLayer>(ctx_, cfg_, layer, inv_freq_, w, &stager_);
+  layer_src_ = &layer;
+  ++layers_uploaded_;
+  two_term_linears_ += layer_->n_two_term();
+  three_term_linears_ += layer_->n_three_term();
+  upload_s_ += since(t0);
+  return *layer_;
+}
+
+void CudaCalibActivations::linear_changed(const DecoderLayer& layer, const LinearId& id) {
+  if (!layer_ || layer_src_ != &layer || layer_->index() != layer.index) return;  // re-uploaded whole on next use
+  const auto t0 = Clock::now();
+  const Linear* lin = nullptr;
+  switch (id.kind) {
+    case LinearKind::kQ:
+      lin = &layer.q;
+      break;
+    case LinearKind::kK:
+      lin = &layer.k;
+      break;
+    case LinearKind::kV:
+      lin = &layer.v;
+      break;
+    case LinearKind::kO:
+      lin = &layer.o;
+      break;
+    default: {
+      const Mlp& m = id.expert >= 0 ? layer.experts.at(static_cast<std::size_t>(id.expert)) : layer.mlp;
+      lin = id.kind == LinearKind::kGate ? &m.gate : id.kind == LinearKind::kUp ? &m.up : &m.down;
+    }
+  }
+  const int64_t two = layer_->n_two_term(), three = layer_->n_three_term();
+  layer_->update_linear(id, *lin);
+  two_term_linears_ += layer_->n_two_term() - two;
+  three_term_linears_ += layer_->n_three_term() - three;
+  ++linear_updates_;
+  upload_s_ += since(t0);
+}
+
+void CudaCalibActivations::prefetch(std::size_t b, int slot) {
+  Batch& bt = batches_[b];
+  const std::size_t bytes = static_cast<std::size_t>(bt.n * cfg_.d_model) * elem_bytes_;
+  const void* src = bf16_ ? static_cast<const void*>(bt.host16.data()) : static_cast<const void*>(bt.host32.data());
+  // The slot's previous batch was written back earlier on this same stream, so the copy is ordered after it.
+  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(staging_[slot].data(), src, bytes, cudaMemcpyHostToDevice, copy_stream_));
+  ANGELSLIM_CUDA_CHECK(cudaEventRecord(loaded_[slot], copy_stream_));
+}
+
+LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec,
+                                     bool advance) {
+  ANGELSLIM_CHECK(opt.round_bf16 || !bf16_, InvalidInput,
+                  "cuda calibration: activations are stored as bf16, the fp32 forward needs fp32 storage");
+  const auto t_pass = Clock::now();
+  CudaDecoderLayer& L = bind(layer, opt);
+  const int64_t d = cfg_.d_model;
+  StatsCollector stats(ctx_, spec, opt.round_bf16, static_cast<int64_t>(layer_linear_ids(cfg_, layer.index).size()));
+  CudaLinearObserver* obs = spec.any() ? &stats : nullptr;
+  // Spilled batches stream through two device slots: the upload of the next one (copy stream) overlaps this one's
+  // compute; the write-back of a slot (copy stream) precedes the next upload into it.
+  std::vector<std::size_t> spilled;
+  for (std::size_t b = 0; b < batches_.size(); ++b)
+    if (!batches_[b].on_device) spilled.push_back(b);
+  std::size_t next_spill = 0;
+  int slot_of_next = 0;
+  auto prefetch_next = [&] {
+    if (next_spill < spilled.size()) {
+      prefetch(spilled[next_spill], slot_of_next);
+      ++next_spill;
+      slot_of_next ^= 1;
+    }
+  };
+  prefetch_next();
+  int slot = 0;
+  for (std::size_t bi = 0; bi < batches_.size(); ++bi) {
+    Batch& b = batches_[bi];
+    const int64_t count = b.n * d;
+    float* x = x_.data();
+    if (b.on_device) {
+      if (bf16_)
+        bf16_to_f32(ctx_, b.dev16.data(), x, count);
+      else if (advance)
+        x = b.dev32.data();  // in place
+      else
+        ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(x, b.dev32.data(), static_cast<std::size_t>(count) * sizeof(float),
+                                             cudaMemcpyDeviceToDevice, ctx_.stream()));
+    } else {
+      prefetch_next();  // the following spilled batch, into the other slot
+      ANGELSLIM_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), loaded_[slot], 0));
+      if (bf16_)
+        bf16_to_f32(ctx_, reinterpret_cast<const uint16_t*>(staging_[slot].data()), x, count);
+      else
+        ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(x, staging_[slot].data(), static_cast<std::size_t>(count) * sizeof(float),
+                                             cudaMemcpyDeviceToDevice, ctx_.stream()));
+    }
+    L.forward(x, b.n, 0, opt, obs, nullptr, b.segs);
+    if (advance) {
+      if (b.on_device) {
+        if (bf16_) f32_to_bf16(ctx_, x, b.dev16.data(), count);
+      } else {
+        if (bf16_)
+          f32_to_bf16(ctx_, x, reinterpret_cast<uint16_t*>(staging_[slot].data()), count);
+        else
+          ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(staging_[slot].data(), x,
+                                               static_cast<std::size_t>(count) * sizeof(float),
+                                               cudaMemcpyDeviceToDevice, ctx_.stream()));
+        ANGELSLIM_CUDA_CHECK(cudaEventRecord(computed_[slot], ctx_.stream()));
+        ANGELSLIM_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, computed_[slot], 0));
+        void* dst = bf16_ ? static_cast<void*>(b.host16.data()) : static_cast<void*>(b.host32.data());
+        ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dst, staging_[slot].data(), static_cast<std::size_t>(count) * elem_bytes_,
+                                             cudaMemcpyDeviceToHost, copy_stream_));
+      }
+    } else if (!b.on_device) {
+      // The slot is read by this batch's compute; the next upload into it must wait for that.
+      ANGELSLIM_CUDA_CHECK(cudaEventRecord(computed_[slot], ctx_.stream()));
+      ANGELSLIM_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, computed_[slot], 0));
+    }
+    if (!b.on_device) slot ^= 1;
+  }
+  sample_memory();
+  LayerStats out = stats.finish(ctx_);
+  ANGELSLIM_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+  ctx_.synchronize();
+  pass_s_ += since(t_pass);
+  ++passes_;
+  return out;
+}
+
+LayerStats CudaCalibActivations::observe_stats(const DecoderLayer& layer, const ForwardOptions& opt,
+                                               const StatsSpec& spec) {
+  return run(layer, opt, spec, false);
+}
+
+LayerStats CudaCalibActivations::advance_stats(const DecoderLayer& layer, const ForwardOptions& opt,
+                                               const StatsSpec& spec) {
+  ANGELSLIM_ASSERT(opt.stop_after == StopAfter::kNone);
+  return run(layer, opt, spec, true);
+}
+
+std::vector<float> CudaCalibActivations::download_activations() {
+  const int64_t d = cfg_.d_model;
+  std::vector<float> out(static_cast<std::size_t>(n_tokens() * d));
+  for (auto& b : batches_) {
+    const auto count = static_cast<std::size_t>(b.n * d);
+    float* dst = out.data() + b.t0 * d;
+    if (b.on_device) {
+      if (bf16_) {
+        bf16_to_f32(ctx_, b.dev16.data(), x_.data(), b.n * d);
+        download(ctx_, x_.data(), count, dst);
+      } else {
+        download(ctx_, b.dev32.data(), count, dst);
+      }
+    } else if (bf16_) {
+      for (std::size_t i = 0; i < count; ++i) dst[i] = ::angelslim::bf16_to_f32(b.host16.data()[i]);
+    } else {
+      std::memcpy(dst, b.host32.data(), count * sizeof(float));
+    }
+  }
+  return out;
+}
+
+nlohmann::json CudaCalibActivations::report() const {
+  int dev = 0;
+  (void)cudaGetDevice(&dev);
+  cudaDeviceProp prop{};
+  std::string name = "?";
+  if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess) name = prop.name;
+  int64_t bytes = 0, host_bytes = 0;
+  for (const auto& b : batches_) {
+    const int64_t x = b.n * cfg_.d_model * static_cast<int64_t>(elem_bytes_);
+    bytes += x;
+    if (!b.on_device) host_bytes += x;
+  }
+  return {{"device", "cuda"},
+          {"gpu", name},
+          {"activations",
+           {{"dtype", bf16_ ? "bf16" : "fp32"},
+            {"bytes", bytes},
+            {"device_bytes", bytes - host_bytes},
+            {"host_bytes", host_bytes},
+            {"batches", batches_.size()},
+            {"spilled_batches", n_spilled_batches()},
+            {"batch_tokens", options_.batch_tokens},
+            {"budget_bytes", budget_bytes_}}},
+          {"weights",
+           {{"layers_uploaded", layers_uploaded_},
+            {"linear_updates", linear_updates_},
+            {"bytes_staged", stager_.bytes_uploaded()},
+            {"two_term_linears", two_term_linears_},
+            {"three_term_linears", three_term_linears_},
+            {"upload_s", upload_s_}}},
+          {"embed_s", embed_s_},
+          {"passes", passes_},
+          {"pass_s", pass_s_},
+          {"attention", gemm_attention() ? "bf16 tensor-core GEMMs" : "fp32 tiled kernel"},
+          {"peak_gpu_bytes", peak_gpu_bytes_}};
+}
+
+}  // namespace cuda
+}  // namespace angelslim
