@@ -2,16 +2,18 @@
 SHELL := /bin/bash
 BUILD ?= build
 SAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 25
 JOBS ?= $(shell nproc)
 DEB_PKGS := cmake ninja-build g++ pkg-config xz-utils libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev \
             libfmt-dev libeigen3-dev libopenblas-dev libpcre2-dev libutf8proc-dev libstb-dev libgtest-dev \
-            libbenchmark-dev
+            libbenchmark-dev clang-14 libclang-rt-14-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_CONFIG ?= configs/examples/hy_dense_tiny_fp8_static.yaml
 DEMO_MODEL ?= tests/data/fixtures/hy-dense-tiny
 EVAL_IDS ?= tests/data/eval/heldout.hy-tiny.ids.bin
 
-.PHONY: all deps build build-asan demo test test-fast test-asan bench clean
+.PHONY: all deps build build-asan demo test test-fast test-asan bench clean fuzz-build fuzz-smoke
 
 all: build
 
@@ -50,10 +52,22 @@ test-asan: build-asan
 	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:protect_shadow_gap=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
 
 # The whole suite on the release build, then again under ASan+UBSan.
-test: test-fast test-asan
+test: test-fast test-asan fuzz-smoke
+
+# libFuzzer targets (fuzz/README.md): clang build with ASan+UBSan; the smoke run replays the seed corpora and
+# regression inputs and fuzzes each target for FUZZ_SECONDS.
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DANGELSLIM_FUZZ=ON \
+	  -DANGELSLIM_TESTS=OFF -DANGELSLIM_BENCH=OFF -DANGELSLIM_CUDA=OFF $(CMAKE_ARGS)
+
+fuzz-build: deps $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz
+
+fuzz-smoke: fuzz-build
+	bash fuzz/smoke.sh $(FUZZ_BUILD)/bin $(FUZZ_SECONDS)
 
 bench: build
 	bash bench/e2e/cpu_bench.sh
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) output
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) output

@@ -33,6 +33,26 @@ CalibActivations::CalibActivations(const ModelConfig& cfg, const TensorStore& st
     }
 }
 
+void CalibActivations::restore_activations(std::vector<float> x) {
+  if (x.size() != x_.size())
+    throw FormatError(fmt::format("saved calibration activations have {} values, expected {} ({} tokens x {})",
+                                  x.size(), x_.size(), n_tokens(), cfg_.d_model));
+  x_ = std::move(x);
+}
+
+void CalibActivations::set_multimodal(std::span<const int64_t> rows, std::span<const float> embeds,
+                                      std::vector<int32_t> xd_pos) {
+  const int64_t H = cfg_.d_model;
+  ANGELSLIM_ASSERT(static_cast<int64_t>(embeds.size()) == static_cast<int64_t>(rows.size()) * H);
+  ANGELSLIM_ASSERT(static_cast<int64_t>(xd_pos.size()) == n_tokens() * 4);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    ANGELSLIM_ASSERT(rows[i] >= 0 && rows[i] < n_tokens());
+    std::copy(embeds.begin() + static_cast<std::ptrdiff_t>(i) * H, embeds.begin() + static_cast<std::ptrdiff_t>(i + 1) * H,
+              x_.begin() + rows[i] * H);
+  }
+  xd_pos_ = std::move(xd_pos);
+}
+
 void OffsetObserver::observe(const LinearId& id, const float* x, int64_t n, int64_t n_in, const int64_t* idx) {
   if (!idx) {
     buf_.resize(static_cast<std::size_t>(n));
@@ -67,7 +87,9 @@ void CalibActivations::run(const DecoderLayer& layer, LinearObserver* observer, 
       x = dst + b * H;
     }
     off.set_offset(b);
-    decoder_layer_forward(cfg_, layer, inv_freq_, x, n, 0, opt, observer ? &off : nullptr, nullptr, segs);
+    ForwardOptions o = opt;
+    if (!xd_pos_.empty()) o.xd_pos = xd_pos_.data() + b * 4;
+    decoder_layer_forward(cfg_, layer, inv_freq_, x, n, 0, o, observer ? &off : nullptr, nullptr, segs);
     s0 = s1;
   }
 }

@@ -19,6 +19,7 @@
 
 #include "angelslim/core/error.h"
 #include "angelslim/quant/ignore_match.h"
+#include "text/tokenizer_util.h"
 
 namespace angelslim {
 namespace fs = std::filesystem;
@@ -764,8 +765,35 @@ std::string read_file_text(const fs::path& path) {
 }  // namespace
 
 RunConfig load_run_config(const fs::path& path, const CliOverrides& overrides) {
+  return parse_run_config(read_file_text(path), path, overrides);
+}
+
+RunConfig parse_run_config(const std::string& text, const fs::path& path, const CliOverrides& overrides) {
   const std::string file = path.string();
-  const std::string text = read_file_text(path);
+  // yaml-cpp passes bytes through unchecked (and turns a NUL into a lone 0x85), but every string goes into
+  // quant_report.json, which must be UTF-8 (found by fuzz/fuzz_run_config.cpp). UTF-16/32 files (with a byte
+  // order mark) are converted by yaml-cpp, which also rejects escapes of surrogates.
+  const bool wide_bom = text.starts_with("\xFE\xFF") || text.starts_with("\xFF\xFE") ||
+                        text.starts_with(std::string_view("\0\0\xFE\xFF", 4));
+  if (!wide_bom) {
+    std::optional<std::size_t> bad = find_invalid_utf8(text);
+    const char* what = "not UTF-8 text";
+    for (std::size_t i = 0; i < bad.value_or(text.size()); ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) {
+        bad = i;
+        what = "a control character (YAML allows only printable characters)";
+        break;
+      }
+    }
+    if (bad) {
+      const auto upto = text.begin() + static_cast<std::ptrdiff_t>(*bad);
+      const auto line = std::count(text.begin(), upto, '\n') + 1;
+      const auto col = upto - std::find(std::make_reverse_iterator(upto), text.rend(), '\n').base() + 1;
+      throw InvalidInput(fmt::format("{}:{}:{}: {} (byte 0x{:02X}); save the config as UTF-8 text", file, line, col,
+                                     what, static_cast<unsigned char>(text[*bad])));
+    }
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <fstream>
@@ -74,8 +75,14 @@ __attribute__((target("sha,sse4.1"))) void blocks_shani(uint32_t* state, const u
   _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), st1);
 }
 
+// CPUID leaf 7 EBX bit 29 (SHA) and leaf 1 ECX bit 19 (SSE4.1); clang has no __builtin_cpu_supports("sha").
 bool have_shani() {
-  static const bool b = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+  static const bool b = [] {
+    unsigned a = 0, bx = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &bx, &c, &d) || !(c & (1u << 19))) return false;
+    if (!__get_cpuid_count(7, 0, &a, &bx, &c, &d)) return false;
+    return (bx & (1u << 29)) != 0;
+  }();
   return b;
 }
 #endif

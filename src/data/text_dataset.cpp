@@ -244,7 +244,15 @@ std::vector<CalibSample> load_text_dataset(const std::filesystem::path& path, co
   if (to_lower_ascii(path.extension().string()) == ".parquet")
     throw InvalidInput(
         fmt::format("{}: parquet is not supported; convert it to jsonl (one JSON object per line)", file));
-  const std::string data = read_file(path);
+  return parse_text_dataset(read_file(path), file, tokenizer, chat_template, max_seq_length, num_samples, shuffle,
+                            seed, stats_out);
+}
+
+std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::string& file, const Tokenizer& tokenizer,
+                                            const ChatTemplate& chat_template, int64_t max_seq_length,
+                                            int64_t num_samples, bool shuffle, uint64_t seed, DatasetStats* stats_out) {
+  if (max_seq_length < 2)
+    throw InvalidInput(fmt::format("{}: max_seq_length must be >= 2, got {}", file, max_seq_length));
 
   DatasetStats st;
   st.num_samples_requested = num_samples;
@@ -271,7 +279,7 @@ std::vector<CalibSample> load_text_dataset(const std::filesystem::path& path, co
     }
     try {
       records.push_back({line_no, ojson::parse(line)});
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
       const bool array_file = line_no == 1 && line.find_first_not_of(" \t") != std::string_view::npos &&
                               line[line.find_first_not_of(" \t")] == '[';
       throw InvalidInput(

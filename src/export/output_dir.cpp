@@ -1,13 +1,37 @@
 // Output directory life cycle; see include/angelslim/export/output_dir.h.
 #include "angelslim/export/output_dir.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 #include "angelslim/core/error.h"
 
 namespace angelslim {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Temporary directories ".tmp-<name>-<pid>" of runs of the same output that were killed (their process is gone).
+void remove_stale_tmp_dirs(const fs::path& parent, const std::string& name) {
+  const std::string prefix = ".tmp-" + name + "-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = n.substr(prefix.size());
+    if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::atol(digits.c_str()));
+    if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code ec2;
+    fs::remove_all(e.path(), ec2);
+  }
+}
+
+}  // namespace
 
 OutputDir::OutputDir(fs::path final_dir, bool overwrite) : final_(std::move(final_dir)), overwrite_(overwrite) {
   final_ = final_.lexically_normal();
@@ -23,6 +47,7 @@ OutputDir::OutputDir(fs::path final_dir, bool overwrite) : final_(std::move(fina
   const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
   fs::create_directories(parent, ec);
   if (ec) throw IoError(fmt::format("{}: cannot create directory: {}", parent.string(), ec.message()));
+  remove_stale_tmp_dirs(parent, final_.filename().string());
   tmp_ = parent / fmt::format(".tmp-{}-{}", final_.filename().string(), ::getpid());
   fs::remove_all(tmp_, ec);
   fs::create_directory(tmp_, ec);

@@ -7,6 +7,7 @@
 
 #include "angelslim/core/dtype.h"
 #include "angelslim/core/error.h"
+#include "angelslim/model/hunyuan_vl.h"
 #include "angelslim/model/weight_loader.h"
 #include "angelslim/ops/cpu_ops.h"
 
@@ -194,6 +195,11 @@ void attention_block(const ModelConfig& cfg, const DecoderLayer& L, const std::v
   // RoPE first, then QK-norm (SPEC 3.4).
   for (std::size_t sgi = 0; sgi + 1 < segs.size(); ++sgi) {
     const int64_t b = segs[sgi], len = segs[sgi + 1] - b;
+    if (opt.xd_pos) {
+      xdrope(q.data() + b * qd, len, nH, D, inv_freq.data(), opt.xd_pos + b * 4, cfg.xdrope_section, rb);
+      xdrope(kk.data() + b * kvd, len, nKV, D, inv_freq.data(), opt.xd_pos + b * 4, cfg.xdrope_section, rb);
+      continue;
+    }
     cpu::rope(q.data() + b * qd, len, nH, D, inv_freq.data(), pos0, rb);
     cpu::rope(kk.data() + b * kvd, len, nKV, D, inv_freq.data(), pos0, rb);
   }
@@ -354,6 +360,27 @@ std::vector<float> HunyuanModel::nll_batch(const int32_t* ids, int64_t count, in
       head(x.data() + (s * len + r0) * H, rows, lg.get());
       cpu::nll_rows(lg.get(), rows, V, ids + s * len + 1 + r0, out.data() + s * (len - 1) + r0);
     }
+  return out;
+}
+
+std::vector<float> HunyuanModel::hidden_embeds(std::vector<float> x, int64_t n, const int32_t* xd_pos) const {
+  ANGELSLIM_ASSERT(static_cast<int64_t>(x.size()) == n * cfg_.d_model);
+  ForwardOptions opt = opt_;
+  opt.xd_pos = xd_pos;
+  for (const auto& L : layers_) decoder_layer_forward(cfg_, L, inv_freq_, x.data(), n, 0, opt);
+  return x;
+}
+
+std::vector<float> HunyuanModel::step_embeds(Session& s, std::vector<float> x, int64_t n, const int32_t* xd_pos) const {
+  ANGELSLIM_ASSERT(static_cast<int64_t>(x.size()) == n * cfg_.d_model);
+  if (s.caches.empty()) s.caches.resize(layers_.size());
+  ForwardOptions opt = opt_;
+  opt.xd_pos = xd_pos;
+  for (std::size_t l = 0; l < layers_.size(); ++l)
+    decoder_layer_forward(cfg_, layers_[l], inv_freq_, x.data(), n, s.n, opt, nullptr, &s.caches[l]);
+  s.n += n;
+  std::vector<float> out(static_cast<std::size_t>(cfg_.vocab_size));
+  head(x.data() + (n - 1) * cfg_.d_model, 1, out.data());
   return out;
 }
 

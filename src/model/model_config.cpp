@@ -80,6 +80,49 @@ struct Reader {
   }
 };
 
+// OCR token ids (top level, then text_config; v1.0 defaults) and the XD-RoPE sections (SPEC 1.4, 3.8.4).
+void parse_ocr_fields(const json& root, const std::string& origin, ModelConfig& c) {
+  auto id = [&](std::initializer_list<const char*> keys, int64_t def) {
+    for (const json* obj : {&root, root.contains("text_config") ? &root["text_config"] : &root})
+      for (const char* k : keys)
+        if (auto it = obj->find(k); it != obj->end() && it->is_number_integer()) {
+          const auto v = it->get<int64_t>();
+          if (v < 0 || v >= c.vocab_size)
+            throw InvalidInput(fmt::format("{}: field '{}' = {} is outside the vocabulary [0, {})", origin, k, v,
+                                           c.vocab_size));
+          return v;
+        }
+    if (def >= c.vocab_size)
+      throw InvalidInput(fmt::format("{}: missing field '{}' (the default {} is outside the vocabulary)", origin,
+                                     *keys.begin(), def));
+    return def;
+  };
+  c.image_start_id = id({"image_start_token_id", "im_start_id"}, 120118);
+  c.image_end_id = id({"image_end_token_id", "im_end_id"}, 120119);
+  c.image_token_id = id({"image_token_id"}, 120120);
+  c.image_newline_id = id({"image_newline_token_id", "im_newline_id"}, 120121);
+  if (!root.contains("vision_config") || !root["vision_config"].is_object())
+    throw InvalidInput(fmt::format("{}: missing object 'vision_config' (hunyuan_vl)", origin));
+  if (c.xdrope_section.empty()) {
+    // transformers 5.x spells it rope_parameters.mrope_section
+    const json& t = root.contains("text_config") ? root["text_config"] : root;
+    for (const char* rk : {"rope_parameters", "rope_scaling"})
+      if (auto it = t.find(rk); it != t.end() && it->is_object())
+        if (auto s = it->find("mrope_section"); s != it->end() && s->is_array() && c.xdrope_section.empty())
+          for (const auto& v : *s) c.xdrope_section.push_back(v.get<int64_t>());
+  }
+  if (!c.xdrope_section.empty()) {
+    int64_t sum = 0;
+    for (auto v : c.xdrope_section) {
+      if (v < 0) throw InvalidInput(fmt::format("{}: xdrope_section entries must be >= 0", origin));
+      sum += v;
+    }
+    if (c.xdrope_section.size() != 4 || sum != c.head_dim / 2)
+      throw InvalidInput(fmt::format("{}: xdrope_section must have 4 entries summing to head_dim/2 = {}", origin,
+                                     c.head_dim / 2));
+  }
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const json& root, const std::string& origin) {
@@ -117,8 +160,6 @@ ModelConfig parse_model_config(const json& root, const std::string& origin) {
   } else {
     throw Unsupported(fmt::format("{}: architectures[0] '{}' is not supported", origin, c.architecture));
   }
-  if (c.family == ModelFamily::kOcr)
-    throw Unsupported(fmt::format("{}: the HunyuanOCR architecture (hunyuan_vl) is not supported yet", origin));
 
   const json& t = has_text_config ? root["text_config"] : root;
   Reader r{t, origin};
@@ -184,6 +225,7 @@ ModelConfig parse_model_config(const json& root, const std::string& origin) {
     c.rope_kind = kind;
   }
 
+  if (c.family == ModelFamily::kOcr) parse_ocr_fields(root, origin, c);
   if (c.family == ModelFamily::kMoE) {
     c.n_experts = r.int_req("num_experts");
     c.moe_topk = r.per_layer("moe_topk", c.n_layers, 1, true);

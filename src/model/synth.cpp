@@ -48,14 +48,14 @@ constexpr int64_t kTiktokenSpecials = 5 + 205;
 
 const Preset& find_preset(const std::string& name) {
   for (const auto& p : kPresets)
-    if (name == p.name) {
-      if (p.ocr) throw Unsupported(fmt::format("{}: the vision tower is not supported yet", p.name));
-      return p;
-    }
+    if (name == p.name) return p;
   std::string all;
   for (const auto& n : synth_presets()) all += (all.empty() ? "" : ", ") + n;
   throw InvalidInput(fmt::format("synth: unknown preset '{}'; expected one of: {}", name, all));
 }
+
+// HunyuanOCR v1.0 vision tower and processor (SPEC 1.4 OCR fields, 1.5): 27 blocks of width 1152.
+constexpr int64_t kVitWidth = 1152, kVitFf = 4304, kVitLayers = 27, kVitHeads = 16, kVitPatch = 16, kVitMaxImage = 2048;
 
 // A preset with the options' overrides applied.
 struct Shape {
@@ -95,8 +95,10 @@ ojson config_json(const Shape& s, const SynthOptions& opt) {
   const Preset& p = s.p;
   const TokenIds ids = token_ids(p.tokenizer);
   ojson j;
-  j["architectures"] = {p.moe ? "HunYuanMoEV1ForCausalLM" : "HunYuanDenseV1ForCausalLM"};
-  j["model_type"] = p.moe ? "hunyuan_v1_moe" : "hunyuan_v1_dense";
+  j["architectures"] = {p.ocr ? "HunYuanVLForConditionalGeneration"
+                             : p.moe ? "HunYuanMoEV1ForCausalLM"
+                                     : "HunYuanDenseV1ForCausalLM"};
+  j["model_type"] = p.ocr ? "hunyuan_vl" : p.moe ? "hunyuan_v1_moe" : "hunyuan_v1_dense";
   j["vocab_size"] = s.vocab;
   j["org_vocab_size"] = s.vocab;
   j["hidden_size"] = p.d_model;
@@ -114,6 +116,22 @@ ojson config_json(const Shape& s, const SynthOptions& opt) {
   // The released configs carry these extra (ignored) NTK fields next to type and alpha.
   j["rope_scaling"] = {{"alpha", 1000.0}, {"beta_fast", 32},    {"beta_slow", 1},        {"factor", 1.0},
                        {"mscale", 1.0},   {"mscale_all_dim", 1.0}, {"type", "dynamic"}};
+  if (p.ocr) {
+    j["rope_scaling"] = {{"alpha", 1000.0}, {"type", "xdrope"}, {"xdrope_section", {16, 16, 16, 16}}};
+    // The image token ids (SPEC 1.6.1); moved to the top of a smaller test vocabulary.
+    const int64_t first = s.vocab >= 120122 ? 120118 : s.vocab - 4;
+    j["image_start_token_id"] = first;
+    j["image_end_token_id"] = first + 1;
+    j["image_token_id"] = first + 2;
+    j["image_newline_token_id"] = first + 3;
+    j["vision_config"] = {{"hidden_size", kVitWidth},      {"intermediate_size", kVitFf},
+                          {"num_hidden_layers", kVitLayers}, {"num_attention_heads", kVitHeads},
+                          {"patch_size", kVitPatch},       {"spatial_merge_size", 2},
+                          {"temporal_patch_size", 1},      {"max_image_size", kVitMaxImage},
+                          {"out_hidden_size", p.d_model},  {"hidden_act", "gelu"},
+                          {"rms_norm_eps", 1e-5},          {"interpolate_mode", "bilinear"},
+                          {"num_channels", 3}};
+  }
   if (p.moe) {
     j["num_experts"] = s.n_experts;
     j["moe_topk"] = per_layer(s.n_layers, s.top_k);
@@ -321,6 +339,44 @@ std::vector<TensorSpec> tensor_specs(const Shape& s) {
     }
   }
   norm("model.norm.weight", H);
+  if (p.ocr) {
+    // Vision tower and adapter (SPEC 1.5): weights ~ N(0, 1/n_in), biases ~ N(0, 0.02^2), LayerNorm/RMSNorm
+    // weights ~ 1 + N(0, 0.02^2), position table and learned vectors ~ N(0, 1/width).
+    const int64_t W = kVitWidth, P = kVitPatch, E = kVitMaxImage / kVitPatch;
+    auto tensor = [&](std::string name, std::vector<int64_t> shape, float mean, float sd) {
+      v.push_back({std::move(name), std::move(shape), mean, sd});
+    };
+    auto inv_sqrt = [](int64_t n) { return static_cast<float>(1.0 / std::sqrt(double(n))); };
+    tensor("vit.embeddings.patch_embedding.weight", {W, 3, P, P}, 0.0f, inv_sqrt(3 * P * P));
+    tensor("vit.embeddings.patch_embedding.bias", {W}, 0.0f, kNormNoise);
+    tensor("vit.embeddings.position_embedding.weight", {E * E + 1, W}, 0.0f, inv_sqrt(W));
+    for (int64_t l = 0; l < kVitLayers; ++l) {
+      const std::string pre = fmt::format("vit.layers.{}.", l);
+      for (const char* ln : {"input_layernorm", "post_attention_layernorm"}) {
+        norm(pre + ln + ".weight", W);
+        tensor(pre + ln + ".bias", {W}, 0.0f, kNormNoise);
+      }
+      for (const char* pr : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+        linear(pre + "self_attn." + pr + ".weight", W, W);
+        tensor(pre + "self_attn." + pr + ".bias", {W}, 0.0f, kNormNoise);
+      }
+      linear(pre + "mlp.dense_h_to_4h.weight", kVitFf, W);
+      tensor(pre + "mlp.dense_h_to_4h.bias", {kVitFf}, 0.0f, kNormNoise);
+      linear(pre + "mlp.dense_4h_to_h.weight", W, kVitFf);
+      tensor(pre + "mlp.dense_4h_to_h.bias", {W}, 0.0f, kNormNoise);
+    }
+    norm("vit.perceive.before_rms.weight", W);
+    tensor("vit.perceive.proj.0.weight", {2 * W, W, 2, 2}, 0.0f, inv_sqrt(4 * W));
+    tensor("vit.perceive.proj.0.bias", {2 * W}, 0.0f, kNormNoise);
+    tensor("vit.perceive.proj.2.weight", {4 * W, 2 * W, 1, 1}, 0.0f, inv_sqrt(2 * W));
+    tensor("vit.perceive.proj.2.bias", {4 * W}, 0.0f, kNormNoise);
+    linear("vit.perceive.mlp.weight", H, 4 * W);
+    tensor("vit.perceive.mlp.bias", {H}, 0.0f, kNormNoise);
+    tensor("vit.perceive.image_newline", {4 * W}, 0.0f, inv_sqrt(4 * W));
+    for (const char* e : {"image_begin", "image_end", "image_sep"})
+      tensor(std::string("vit.perceive.") + e, {H}, 0.0f, inv_sqrt(H));
+    norm("vit.perceive.after_rms.weight", H);
+  }
   return v;
 }
 
@@ -342,6 +398,17 @@ void synth_checkpoint(const SynthOptions& opt) {
   OutputDir out(opt.out, opt.overwrite);
   write_file_atomic(out.tmp() / "config.json", config_json(s, opt).dump(2) + "\n");
   write_file_atomic(out.tmp() / "generation_config.json", generation_config_json(s.p).dump(2) + "\n");
+  if (s.p.ocr) {
+    // HunyuanOCR v1.0 processor limits and CLIP normalisation (SPEC 3.8.1).
+    const ojson pc = {{"min_pixels", 262144},
+                      {"max_pixels", 4194304},
+                      {"patch_size", kVitPatch},
+                      {"merge_size", 2},
+                      {"temporal_patch_size", 1},
+                      {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+                      {"image_std", {0.26862954, 0.26130258, 0.27577711}}};
+    write_file_atomic(out.tmp() / "preprocessor_config.json", pc.dump(2) + "\n");
+  }
   if (!opt.tokenizer_dir.empty())
     for (const char* f : kTokenizerFiles) {
       const fs::path src = opt.tokenizer_dir / f;

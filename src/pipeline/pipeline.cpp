@@ -1,12 +1,16 @@
 // The quantization run (SPEC 4.1): config -> calibration set -> layer streaming -> export -> verify -> publish.
 #include "angelslim/pipeline/pipeline.h"
 
+#include "angelslim/pipeline/ocr.h"
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
 #include <future>
+#include <optional>
+#include <span>
 #include <set>
 
 #include "angelslim/calib/backend.h"
@@ -20,6 +24,8 @@
 #include "angelslim/export/verify.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/weight_loader.h"
+#include "angelslim/pipeline/nonfinite.h"
+#include "angelslim/pipeline/resume.h"
 #include "angelslim/quant/awq_quantizer.h"
 #include "angelslim/quant/fp8_quantizer.h"
 #include "angelslim/quant/gptq_quantizer.h"
@@ -102,6 +108,24 @@ void write_layer(int64_t l, const TensorStore& store, LayerQuantizer& q, Safeten
   }
 }
 
+// GPTQ's Cholesky retry ladder (SPEC 4.4.3): a raised damping is logged, an RTN fallback becomes a warning.
+void log_gptq_fallbacks(int64_t l, const RunConfig& rc, json& rep) {
+  for (const auto& lin : rep["linears"]) {
+    if (!lin.is_object()) continue;
+    const std::string method = lin.value("method", std::string());
+    const std::string name = fmt::format("model.layers.{}.{}", l, lin.value("name", std::string("?")));
+    if (method == "cholesky_fallback") {
+      rep["warnings"].push_back(fmt::format("{}: the Hessian has no Cholesky factor even with the largest damping; "
+                                            "quantized round-to-nearest on the same grid (cholesky_fallback)",
+                                            name));
+    } else if (method == "gptq" && lin.contains("damp") && lin["damp"].is_number() &&
+               lin["damp"].get<double>() > rc.quant.damp_percent * (1 + 1e-6)) {
+      spdlog::info("{}: Cholesky failed at damp_percent {}; succeeded with {}", name, rc.quant.damp_percent,
+                   lin["damp"].get<double>());
+    }
+  }
+}
+
 }  // namespace
 
 int run_pipeline(const RunOptions& opt) {
@@ -114,8 +138,6 @@ int run_pipeline(const RunOptions& opt) {
   const bool on_gpu = opt.device == "cuda";
   ANGELSLIM_CHECK(on_gpu || opt.device == "cpu", InvalidInput, "--device {}: expected cpu or cuda", opt.device);
   if (on_gpu) {
-    ANGELSLIM_CHECK(rc.quant.algo != QuantAlgo::kAwq, Unsupported,
-                    "--device cuda: {} runs on the CPU only in this version; use --device cpu", rc.quant.name);
     require_cuda_device();  // one clear line (Unsupported) without a CUDA build or device
   }
   for (const auto& w : rc.warnings) spdlog::warn("{}", w);
@@ -125,8 +147,14 @@ int run_pipeline(const RunOptions& opt) {
   const fs::path model_dir = rc.model.model_path;
   const ModelConfig cfg = load_model_config(model_dir);
   check_family(rc, cfg);
+  ANGELSLIM_CHECK(!(on_gpu && cfg.family == ModelFamily::kOcr), Unsupported,
+                  "--device cuda: HunyuanOCR (hunyuan_vl) runs on the CPU only in this version; use --device cpu");
   TensorStore store(model_dir);
   reject_quantized_input(cfg, store);
+  // NaN/Inf in the tensors outside the decoder layers (the layers' own are scanned as they are loaded).
+  if (!opt.allow_nonfinite)
+    for (const auto& [name, t] : store.all())
+      if (name.rfind("model.layers.", 0) != 0) check_finite(*t);
 
   // ignore_layers against the model's modules (SPEC 2.7).
   const auto modules = all_linear_modules(cfg);
@@ -149,6 +177,8 @@ int run_pipeline(const RunOptions& opt) {
     std::set<std::string> ign{"lm_head"};
     for (const auto& m : modules)
       if (m.find(".mlp.gate.wg") != std::string::npos || user.matches(m)) ign.insert(m);
+    if (cfg.family == ModelFamily::kOcr)
+      for (auto& e : ocr_fp8_ignore(rc, cfg, store)) ign.insert(e);  // the vision tower (SPEC 5.5)
     quantizer = std::make_unique<Fp8Quantizer>(rc, cfg, std::vector<std::string>(ign.begin(), ign.end()));
   } else if (rc.quant.algo == QuantAlgo::kGptq) {
     quantizer = std::make_unique<GptqQuantizer>(rc, cfg);
@@ -159,7 +189,16 @@ int run_pipeline(const RunOptions& opt) {
                                   rc.config_path.string(), rc.quant.name));
   }
 
+  // OCR + FP8 + quant_vit: the ViT linears are quantized too (SPEC 4.3.5).
+  std::unique_ptr<VitFp8Quantizer> vit_fp8;
+  if (cfg.family == ModelFamily::kOcr && rc.quant.is_fp8() && rc.quant.quant_vit)
+    vit_fp8 = std::make_unique<VitFp8Quantizer>(rc, cfg, store);
   OutputDir out(rc.output_dir(), opt.overwrite);
+  // Resume (docs/reliability.md) needs the calibration state on the host: the CPU backend, or no calibration.
+  const bool resumable = !on_gpu || !quantizer->needs_calibration();
+  std::future<std::string> model_fp;
+  if (resumable)
+    model_fp = std::async(std::launch::async, [&] { return model_fingerprint(model_dir, store.files()); });
   spdlog::info("model {} ({}, {} layers) -> {}", model_dir.string(), family_name(cfg.family), cfg.n_layers,
                out.final_dir().string());
   timing["load"] = since(t_start);
@@ -167,21 +206,31 @@ int run_pipeline(const RunOptions& opt) {
   // Calibration set.
   json calib_report = nullptr;
   std::unique_ptr<CalibBackend> acts;
+  std::string data_fp;
   if (quantizer->needs_calibration()) {
     const auto t0 = Clock::now();
     if (!rc.dataset) throw InvalidInput(fmt::format("{}: dataset: required for {}", rc.config_path.string(), rc.quant.name));
-    if (rc.dataset->kind != DatasetKind::kText)
+    const bool multimodal = rc.dataset->kind == DatasetKind::kMultiModal;
+    if (multimodal && cfg.family != ModelFamily::kOcr)
       throw Unsupported(fmt::format("{}: dataset.name: {} is not supported for this model", rc.config_path.string(),
                                     rc.dataset->name));
     const auto tok = Tokenizer::load(model_dir);
     const auto tmpl = ChatTemplate::load(model_dir);
     DatasetStats stats;
-    const auto samples = load_text_dataset(rc.dataset->data_path, *tok, tmpl, rc.dataset->max_seq_length,
-                                           rc.dataset->num_samples, rc.dataset->shuffle, rc.global.seed, &stats);
-    if (samples.empty())
+    std::optional<OcrCalibration> ocr;  // images through the vision tower (SPEC 4.1 step 3)
+    if (multimodal) ocr = prepare_ocr_calibration(rc, cfg, store, vit_fp8.get());
+    const auto samples =
+        multimodal ? std::vector<CalibSample>{}
+                   : load_text_dataset(rc.dataset->data_path, *tok, tmpl, rc.dataset->max_seq_length,
+                                       rc.dataset->num_samples, rc.dataset->shuffle, rc.global.seed, &stats);
+    if (samples.empty() && !ocr)
       throw InvalidInput(fmt::format("{}: no usable calibration sample", rc.dataset->data_path));
-    std::vector<std::vector<int32_t>> ids;
+    std::vector<std::vector<int32_t>> ids = ocr ? ocr->ids : std::vector<std::vector<int32_t>>{};
     for (const auto& s : samples) ids.push_back(s.ids);
+    if (resumable) data_fp = data_fingerprint(ids);
+    if (resumable && ocr)  // the images too (same token ids, other pixels)
+      data_fp = sha256_hex(data_fp + sha256_hex(std::string_view(reinterpret_cast<const char*>(ocr->image_embeds.data()),
+                                                                 ocr->image_embeds.size() * sizeof(float))));
     if (on_gpu) {
       CudaCalibOptions co;
       co.batch_tokens = opt.cuda_batch_tokens;
@@ -203,12 +252,14 @@ int run_pipeline(const RunOptions& opt) {
       if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()); gq && solver != "cpu")
         gq->set_solver(cuda_gptq_solver(*acts), "cuda");
     } else {
-      acts = std::make_unique<CalibActivations>(cfg, store, ids);
+      auto host = std::make_unique<CalibActivations>(cfg, store, ids);
+      if (ocr) host->set_multimodal(ocr->image_rows, ocr->image_embeds, std::move(ocr->xd_pos));
+      acts = std::move(host);
     }
-    calib_report = stats.to_json();
+    calib_report = ocr ? ocr->report : stats.to_json();
     calib_report["chat_template_sha256"] = tmpl.sha256();
-    if (static_cast<int64_t>(samples.size()) < rc.dataset->num_samples) {
-      const auto w = fmt::format("{}: only {} usable samples (num_samples {})", rc.dataset->data_path, samples.size(),
+    if (static_cast<int64_t>(ids.size()) < rc.dataset->num_samples) {
+      const auto w = fmt::format("{}: only {} usable samples (num_samples {})", rc.dataset->data_path, ids.size(),
                                  rc.dataset->num_samples);
       spdlog::warn("{}", w);
       warnings.push_back(w);
@@ -217,27 +268,103 @@ int run_pipeline(const RunOptions& opt) {
     timing["calibration_prep"] = since(t0);
   }
 
+  // Resume state: fingerprints of this run, and the checkpoint of an interrupted one (docs/reliability.md).
+  CalibActivations* host_acts = acts ? acts->host_activations() : nullptr;
+  RunFingerprint fp;
+  std::unique_ptr<Checkpoint> ckpt;
+  std::optional<ResumeState> resumed;
+  json resume_report = {{"enabled", resumable}, {"resumed_from_layer", nullptr}, {"discarded", nullptr}};
+  if (resumable) {
+    json cj = rc.to_json();
+    cj["device"] = opt.device;
+    cj["gptq_solver"] = opt.gptq_solver;
+    cj["version"] = ANGELSLIM_VERSION;
+    fp.config = sha256_hex(cj.dump());
+    fp.model = model_fp.get();
+    fp.data = data_fp;
+    ckpt = std::make_unique<Checkpoint>(Checkpoint::folder_for(out.final_dir()));
+    if (!opt.resume) {
+      if (ckpt->has_state()) spdlog::info("--no-resume: discarding the checkpoint in {}", ckpt->dir().string());
+      ckpt->clear();
+    } else {
+      std::string why;
+      resumed = ckpt->load(fp, &why);
+      if (resumed && (resumed->layers_done < 0 || resumed->layers_done > cfg.n_layers ||
+                      (host_acts == nullptr) != resumed->activations.empty())) {
+        resumed.reset();
+        why = "its layer count or activations do not fit this run";
+      }
+      if (!why.empty()) {
+        const auto w = fmt::format("{}: not resuming, {}; starting over", ckpt->dir().string(), why);
+        spdlog::warn("{}", w);
+        warnings.push_back(w);
+        resume_report["discarded"] = why;
+        ckpt->clear();
+      }
+    }
+  } else if (opt.resume) {
+    spdlog::info("resume: not available with --device cuda and calibration in this version (no checkpoints)");
+  }
+
   // Layer streaming.
   const auto t_layers = Clock::now();
   SafetensorsWriter writer(out.tmp());
-  copy_tensor(store.get("model.embed_tokens.weight"), writer);
+  if (ckpt) writer.set_data_dir(ckpt->dir());
   json layers = json::array();
-  Progress bar("quantize", cfg.n_layers, "layer");
+  json layer_warnings = json::array();  // warnings of the completed layers (kept in the checkpoint)
+  int64_t first_layer = 0;
+  if (resumed) {
+    writer.restore(resumed->writer);
+    if (host_acts) host_acts->restore_activations(std::move(resumed->activations));
+    layers = std::move(resumed->layers);
+    layer_warnings = std::move(resumed->warnings);
+    for (const auto& w : layer_warnings) warnings.push_back(w);
+    first_layer = resumed->layers_done;
+    resume_report["resumed_from_layer"] = first_layer;
+    spdlog::info("resume: continuing at layer {} of {} ({} done; checkpoint {})", first_layer, cfg.n_layers,
+                 first_layer, ckpt->dir().string());
+    resumed.reset();
+  } else {
+    copy_tensor(store.get("model.embed_tokens.weight"), writer);
+  }
+  std::vector<int64_t> sample_offsets;
+  if (host_acts)
+    for (int64_t s = 0; s <= host_acts->n_samples(); ++s) sample_offsets.push_back(host_acts->sample_begin(s));
+  Progress bar("quantize", cfg.n_layers - first_layer, "layer");
   // The next layer is read and converted on a second thread while this one is calibrated (host memory: two layers).
-  auto load = [&](int64_t l) { return load_decoder_layer(store, cfg, l); };
+  // The source tensors of the layer are scanned for NaN/Inf on the way.
+  auto load = [&](int64_t l) {
+    if (!opt.allow_nonfinite) {
+      const std::string prefix = "model.layers." + std::to_string(l) + ".";
+      for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0;
+           ++it)
+        check_finite(*it->second);
+    }
+    return load_decoder_layer(store, cfg, l);
+  };
   std::future<DecoderLayer> next;
-  if (cfg.n_layers > 0) next = std::async(std::launch::async, load, int64_t{0});
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+  if (first_layer < cfg.n_layers) next = std::async(std::launch::async, load, first_layer);
+  for (int64_t l = first_layer; l < cfg.n_layers; ++l) {
     const auto t0 = Clock::now();
     DecoderLayer layer = next.get();
     if (l + 1 < cfg.n_layers) next = std::async(std::launch::async, load, l + 1);
     json rep = {{"index", l}, {"linears", json::array()}, {"warnings", json::array()}};
     quantizer->quantize_layer_with(layer, acts.get(), rep);
+    log_gptq_fallbacks(l, rc, rep);
+    if (host_acts && !opt.allow_nonfinite)
+      check_finite_activations(host_acts->x(), cfg.d_model, sample_offsets, l);
     write_layer(l, store, *quantizer, writer);
     rep["seconds"] = since(t0);
-    for (const auto& w : rep["warnings"]) warnings.push_back(w);
+    for (const auto& w : rep["warnings"]) {
+      spdlog::warn("{}", w.get<std::string>());
+      warnings.push_back(w);
+      layer_warnings.push_back(w);
+    }
     rep.erase("warnings");
     layers.push_back(std::move(rep));
+    if (ckpt)
+      ckpt->save(fp, l + 1, writer, layers, layer_warnings,
+                 host_acts ? std::span<const float>(host_acts->x()) : std::span<const float>());
     bar.advance(1, fmt::format("layer {}", l));
   }
   bar.finish();
@@ -247,8 +374,12 @@ int run_pipeline(const RunOptions& opt) {
 
   // Non-layer tensors after the layers (final norm; lm_head only when untied).
   const auto t_write = Clock::now();
+  std::set<std::string> vit_replaced;  // quant_vit: ViT linears written as FP8
+  json vit_report = nullptr;
+  if (vit_fp8) vit_replaced = vit_fp8->write(store, writer, vit_report);
   for (const auto& [name, t] : store.all()) {
     if (name.rfind("model.layers.", 0) == 0 || name == "model.embed_tokens.weight") continue;
+    if (vit_replaced.count(name)) continue;
     if (name == "lm_head.weight" && cfg.tie_word_embeddings) continue;
     copy_tensor(*t, writer);
   }
@@ -260,17 +391,17 @@ int run_pipeline(const RunOptions& opt) {
   else
     config["quantization_config"] = std::move(qc);
   quantizer->edit_config(config);
+  ocr_edit_quant_config(cfg, config);  // vision tower entries (SPEC 5.3.1, 5.4)
   write_file_atomic(out.tmp() / "config.json", config.dump(2) + "\n");
   copy_aux_files(model_dir, out.tmp());
   timing["write"] = since(t_write);
 
-  // Read the output back and check it against SPEC 5 before publishing it.
-  verify_output(out.tmp(), cfg, rc);
-
-  // Shard fingerprints, one thread per shard (a 7B output has several GB).
+  // Shard fingerprints, one thread per shard (a 7B output has several GB), computed while the output is read back
+  // and checked against SPEC 5 before publishing it.
   std::vector<std::future<std::string>> digests;
   for (const auto& f : files)
     digests.push_back(std::async(std::launch::async, [p = out.tmp() / f] { return sha256_file(p); }));
+  verify_output(out.tmp(), cfg, rc);
   json outputs = json::array();
   for (std::size_t i = 0; i < files.size(); ++i)
     outputs.push_back(
@@ -299,9 +430,12 @@ int run_pipeline(const RunOptions& opt) {
       {"timing_s", timing},
       {"outputs", outputs},
       {"warnings", warnings},
+      {"resume", resume_report},
   };
+  if (!vit_report.is_null()) report["vit_linears"] = vit_report;  // quant_vit (SPEC 4.3.5)
   write_file_atomic(out.tmp() / "quant_report.json", report.dump(2) + "\n");
   out.commit();
+  if (ckpt) ckpt->remove();
   spdlog::info("wrote {} ({} shard(s), {:.1f} MB) in {:.1f}s", out.final_dir().string(), files.size(),
                static_cast<double>(writer.total_bytes()) / 1e6, since(t_start));
   return 0;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 
+#include "angelslim/backend/cuda_awq.h"
 #include "angelslim/core/error.h"
 #include "angelslim/ops/cpu_ops.h"
 #include "angelslim/quant/awq.h"
@@ -676,6 +677,26 @@ void AwqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, j
     acts->advance(layer, nullptr, impl.fopt);
     report["awq_seconds"]["advance"] = since(t1);
   }
+}
+
+void AwqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, json& report) {
+  ANGELSLIM_ASSERT(calib != nullptr);
+  if (CalibActivations* host = calib->host_activations()) return quantize_layer(layer, host, report);
+  // GPU backend: the same search and decisions with the evaluations on the device (src/backend/cuda/cuda_awq.cpp).
+  modified_.clear();
+  AwqDeviceParams p;
+  p.grid = grid_;
+  p.mse_range = mse_range_;
+  p.min_token_fraction = min_token_fraction_;
+  p.search_tokens = opt_.search_tokens;
+  p.fixed_alpha = opt_.fixed_alpha;
+  p.ignored = [this](const LinearId& id) { return ignore_.matches(id.full_name()); };
+  p.source_dtype = [this](const std::string& name) { return source_->get(name).dtype; };
+  AwqDeviceOutput o;
+  cuda_awq_quantize_layer(cfg_, p, layer, *calib, report, o);
+  for (auto& [name, l] : o.linears) out_[name] = Out{l.rows, l.cols, l.n_groups, std::move(l.codes),
+                                                     std::move(l.scales), std::move(l.zeros)};
+  modified_ = std::move(o.modified);
 }
 
 void AwqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) {

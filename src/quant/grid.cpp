@@ -31,6 +31,18 @@ const char* grid_name(GridKind kind) {
 
 }  // namespace
 
+float smallest_scale(ScaleDType dtype) {
+  switch (dtype) {
+    case ScaleDType::kBF16:
+      return bf16_to_f32(1);  // 2^-133
+    case ScaleDType::kF16:
+      return f16_to_f32(1);  // 2^-24
+    case ScaleDType::kF32:
+      return bits_to_f32(1);  // 2^-149
+  }
+  throw Internal("unknown ScaleDType");
+}
+
 float round_scale(float s, ScaleDType dtype) {
   switch (dtype) {
     case ScaleDType::kBF16:
@@ -77,7 +89,14 @@ GroupParams group_params_from_range(float min_w, float max_w, GridKind kind, int
       p.zero = half;
       break;
   }
-  p.scale = round_scale(p.scale, dtype);
+  // A tiny but non-zero group (e.g. |w| < 2.2e-7 with F16 scales) would round its scale to 0; it gets the smallest
+  // positive scale of the dtype instead (S only grows, so no code clips and |dequant - w| <= S/2).
+  if (const float exact = p.scale; std::isfinite(exact) && exact > 0.0f) {
+    p.scale = round_scale(exact, dtype);
+    if (p.scale == 0.0f) p.scale = smallest_scale(dtype);
+  } else {
+    p.scale = round_scale(exact, dtype);
+  }
   ANGELSLIM_CHECK(std::isfinite(p.scale) && p.scale > 0.0f, InvalidInput,
                   "{} scale for group range [{}, {}] is {} after rounding to the scale dtype (expected finite > 0)",
                   grid_name(kind), min_w, max_w, p.scale);

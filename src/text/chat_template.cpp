@@ -87,7 +87,7 @@ ChatTemplate ChatTemplate::load(const std::filesystem::path& model_dir) {
     nlohmann::json config;
     try {
       config = nlohmann::json::parse(read_file(config_path));
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
       throw FormatError(fmt::format("{}: invalid JSON: {}", config_path.string(), e.what()));
     }
     const auto it = config.is_object() ? config.find("chat_template") : config.end();

@@ -21,11 +21,16 @@ namespace {
 Value repeat(const Value& seq, int64_t n) {
   if (n <= 0) return seq.is_str() ? Value::string("") : Value::make_list();
   const std::size_t unit = seq.is_str() ? seq.str().size() : seq.list().size();
-  if (unit > 0 && static_cast<uint64_t>(n) > (uint64_t{1} << 28) / unit) throw_eval("repetition result is too large");
+  // At most 4M characters or items: far beyond any chat template, and small enough that a template cannot stall
+  // the run (fuzz/fuzz_chat_template.cpp timed out on "0" * 100000000).
+  if (unit > 0 && static_cast<uint64_t>(n) > (uint64_t{1} << 22) / unit) throw_eval("repetition result is too large");
   if (seq.is_str()) {
+    const std::size_t total = unit * static_cast<std::size_t>(n);
     std::string out;
-    out.reserve(unit * static_cast<std::size_t>(n));
-    for (int64_t i = 0; i < n; ++i) out += seq.str();
+    out.reserve(total);
+    out = seq.str();
+    while (!out.empty() && out.size() * 2 <= total) out += out;  // doubling: O(log n) appends
+    out.append(out.data(), total - out.size());
     return Value::string(std::move(out));
   }
   ValueList out;

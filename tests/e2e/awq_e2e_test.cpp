@@ -181,9 +181,11 @@ std::array<double, 3> dense_ppl(const fs::path& out, const char* what, double se
 }
 
 // Without clipping, AWQ's scaling lowers every group's calibration loss but does not beat RTN on the held-out text
-// of this fixture (measured at 128 x 512: 99.145 vs RTN 98.926; AngelSlim's AWQ is 99.065 there too): the bar is
-// AngelSlim's +0.91% over bf16 with a little room, +1.2%, and at most +0.5% over RTN. 32 samples keep the test
-// short (measured 99.148 there).
+// of this fixture (measured at 128 x 512: 99.145 vs RTN 98.926; AngelSlim's AWQ is 99.065 there too; 64 windows:
+// +0.66% vs RTN +0.30% and AngelSlim +0.75%). The cause is the calibration domain, not the export: the fixture
+// cannot model chat text at all (bench/RESULTS.md, GPTQ / AWQ study), and with every alpha forced to 0 the pipeline
+// writes exactly the RTN checkpoint (AwqLayer.ExportIsTheSearchedFunction). The bar is AngelSlim's +0.91% over
+// bf16 with a little room, +1.2%, and at most +0.5% over RTN. 32 samples keep the test short (measured 99.148).
 TEST(AwqE2E, DenseW4G128ZeroPoint) {
   if (!test::kCheckQuality) GTEST_SKIP() << "perplexity bars need the full calibration set: release run only";
   AwqRun r("hy-dense-tiny", "HunyuanDense", awq_yaml(4, true, false), 32, 512);
@@ -233,7 +235,8 @@ TEST(AwqE2E, DenseW4G128MseRange) {
       EXPECT_GT(lin["clip_tokens"].get<int64_t>(), 512);
     }
   EXPECT_GT(clipped, 20);
-  // The bars of the issue: below RTN w4 g128 asym, and within +0.75% of bf16.
+  // On the first 8 windows: below RTN w4 g128 asym and within +0.75% of bf16 (measured 98.627, +0.46%, RTN 98.926).
+  // Over 64 windows the same run is +0.41% against RTN's +0.30% (bench/RESULTS.md): issue 5's RTN bar is not met.
   const auto [base, rtn, q] = dense_ppl(r.out, "zero_point + mse_range", r.seconds);
   EXPECT_LT(q, rtn);
   EXPECT_LT(q / base - 1, 0.0075);

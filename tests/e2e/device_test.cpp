@@ -1,5 +1,5 @@
 // `--device` selection (issue 6): without a CUDA build or device, `--device cuda` fails before any work with one line
-// (Unsupported, exit 2); AWQ is CPU-only on every build; unknown devices are rejected.
+// (Unsupported, exit 2), AWQ included; unknown devices are rejected.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -56,7 +56,8 @@ TEST(DeviceSelection, CudaWithoutDeviceIsOneUnsupportedLine) {
   EXPECT_EQ(text.rfind("error: --device cuda", 0), 0u) << text;
 }
 
-TEST(DeviceSelection, AwqIsCpuOnly) {
+TEST(DeviceSelection, AwqWithoutDeviceIsUnsupported) {
+  if (cuda_calib_available()) GTEST_SKIP() << "a CUDA device is present (tests/gpu/cuda_awq_test.cpp covers AWQ there)";
   test::TmpDir dir("device");
   RunOptions ro;
   ro.config_path = fp8_config(dir, "int4_awq");

@@ -7,6 +7,7 @@
 
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/weight_loader.h"
+#include "angelslim/quant/grid.h"
 #include "e2e_util.h"
 
 namespace angelslim {
@@ -51,6 +52,29 @@ std::vector<float> dequant_gptq(const TensorStore& st, const std::string& m, int
       w[n * n_in + k] = static_cast<float>(q - z) * sc[g * n_out + n];
     }
   return w;
+}
+
+// Held-out perplexity of plain RTN on the GPTQ-sym grid (BF16 scales) at the same bits and group size: every decoder
+// linear replaced by its dequantization (stored F32, so the loader reads the exact values); everything else copied.
+double rtn_sym_ppl(const std::string& fixture, int windows, int bits = 4, int group = 128) {
+  TmpDir d("gptq-rtn");
+  const fs::path src = test::kData + "/fixtures/" + fixture;
+  fs::copy_file(src / "config.json", d.path() / "config.json");
+  TensorStore st(src);
+  SafetensorsWriter w(d.path());
+  for (const auto& [name, t] : st.all()) {
+    const bool lin = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
+                     name.compare(name.size() - 12, 12, "_proj.weight") == 0;
+    if (!lin) {
+      w.add(name, t->dtype, t->shape, std::span<const uint8_t>(t->data, t->nbytes));
+      continue;
+    }
+    const auto q = rtn_quantize(t->to_f32(), static_cast<int>(t->shape[0]), static_cast<int>(t->shape[1]),
+                                GridSpec{GridKind::kGptqSym, bits, group, ScaleDType::kBF16});
+    w.add_f32(name, t->shape, q.dequant);
+  }
+  w.finish();
+  return test::heldout_ppl(d.path(), windows);
 }
 
 struct GptqRun {
@@ -136,10 +160,17 @@ TEST(GptqE2E, DenseW4G128LayoutAndIndependentDequant) {
   EXPECT_LT(err, 0.5);
   EXPECT_GT(err_bad, 0.9);
   if (!test::kCheckQuality) return;
-  const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny");
-  const double q = test::heldout_ppl(r.out);
-  std::printf("hy-dense-tiny gptq w4 g128: ppl %.4f -> %.4f (%+.3f%%)\n", base, q, (q / base - 1) * 100);
-  EXPECT_LT(q / base - 1, 0.02);
+  // SPEC 6.2 protocol, first 8 windows (fp32 forward): bf16 98.174, RTN w4 g128 sym 99.047 (+0.89%), the reference
+  // toolkit's GPTQ 98.267 (+0.095%); RTN on our GPTQ-sym grid (computed here) 98.735 (+0.57%). This run calibrates
+  // on 16 samples only (measured 98.382, +0.21%; 128 samples: +0.077%): it must recover at least half of RTN's
+  // loss and stay within +0.3% of bf16.
+  const double base = test::heldout_ppl(test::kData + "/fixtures/hy-dense-tiny", 8);
+  const double rtn = rtn_sym_ppl("hy-dense-tiny", 8);
+  const double q = test::heldout_ppl(r.out, 8);
+  std::printf("hy-dense-tiny gptq w4 g128: ppl %.4f -> %.4f (%+.3f%%), rtn sym %.4f (%+.3f%%)\n", base, q,
+              (q / base - 1) * 100, rtn, (rtn / base - 1) * 100);
+  EXPECT_LT(q / base - 1, 0.003);
+  EXPECT_LT(q - base, 0.5 * (rtn - base));  // recovers at least half of RTN's loss
 }
 
 TEST(GptqE2E, MoeExpertsAllQuantizedNonZero) {
@@ -170,8 +201,9 @@ TEST(GptqE2E, EightBitAndDescActLoadBack) {
     EXPECT_EQ(c["quantization_config"]["bits"], bits);
     EXPECT_EQ(c["quantization_config"]["desc_act"], desc);
     TensorStore st(r.out);
-    if (bits == 8)
+    if (bits == 8) {
       for (int32_t z : i32(st.get("model.layers.0.self_attn.q_proj.qzeros"))) EXPECT_EQ(z, 0x7F7F7F7F);
+    }
     // The independent dequantizer and the tool's loader agree exactly.
     const auto cfg = load_model_config(r.out);
     const auto wf = WeightFormat::from_config(cfg);

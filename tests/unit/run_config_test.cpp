@@ -162,7 +162,8 @@ TEST(RunConfig, ExamplesRunFromTheRepositoryRoot) {
     if (cfg.dataset) {
       EXPECT_EQ(fs::path(cfg.dataset->data_path), kCalib);  // resolved to an absolute path
       EXPECT_EQ(cfg.dataset->max_seq_length, 512);
-      EXPECT_EQ(cfg.dataset->num_samples, 128);
+      // The dense GPTQ example calibrates on the whole 256-record file (bench/RESULTS.md, issue 4's bar).
+      EXPECT_EQ(cfg.dataset->num_samples, std::string(stem) == "hy_dense_tiny_int4_gptq" ? 256 : 128);
       EXPECT_EQ(cfg.global.max_seq_length, 512);  // SPEC 2.2: dataset.max_seq_length wins
     }
     const nlohmann::json j = cfg.to_json();

@@ -119,13 +119,6 @@ TEST(Synth, BadPresetsAndOptions) {
   SynthOptions o;
   o.out = "/nonexistent/never";
   o.progress = false;
-  o.preset = "hunyuan-ocr";
-  try {
-    synth_checkpoint(o);
-    FAIL();
-  } catch (const Unsupported& e) {
-    EXPECT_STREQ(e.what(), "hunyuan-ocr: the vision tower is not supported yet");
-  }
   o.preset = "hunyuan-70b";
   try {
     synth_checkpoint(o);

@@ -14,6 +14,7 @@
 #include "angelslim/core/error.h"
 #include "angelslim/core/progress.h"
 #include "angelslim/eval/generate.h"
+#include "angelslim/eval/generate_ocr.h"
 #include "angelslim/eval/perplexity.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/hunyuan.h"
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(ANGELSLIM_VERSION));
   std::string config, model_path, save_path, device = "cpu", log_level = "info";
   int threads = 0;
-  bool overwrite = false, quiet = false, no_resume = false;
+  bool overwrite = false, quiet = false, no_resume = false, allow_nonfinite = false;
   app.add_option("-c,--config", config, "AngelSlim YAML config: run the quantization it describes");
   app.add_option("--model-path", model_path, "override model.model_path");
   app.add_option("--save-path", save_path, "override global.save_path");
@@ -124,6 +125,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "worker threads (0 = all cores)");
   app.add_flag("--overwrite", overwrite, "replace an existing non-empty output directory");
   app.add_flag("--no-resume", no_resume, "start over even if a resumable state exists");
+  app.add_flag("--allow-nonfinite", allow_nonfinite, "do not fail on NaN/Inf in the source weights or activations");
   app.add_flag("-q,--quiet", quiet, "no progress bars");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -151,6 +153,9 @@ int main(int argc, char** argv) {
   gen->add_option("--prompt", g_prompt, "prompt text")->required();
   gen->add_flag("--chat", g_chat, "render the prompt as a user turn with the model's chat template");
   gen->add_option("--max-new-tokens", g_max, "maximum tokens to generate");
+  std::string g_image;
+  gen->add_option("--image", g_image, "HunyuanOCR: a PNG/JPEG image for the prompt (OCR models always use the chat "
+                                      "template)");
 
   auto* syn = app.add_subcommand("synth", "write a random-weight checkpoint with the real shapes of a preset");
   SynthOptions so;
@@ -180,7 +185,13 @@ int main(int argc, char** argv) {
       if (e_text.empty() && e_ids.empty()) throw InvalidInput("eval: give --text FILE or --ids FILE");
       return cmd_eval(e_model, e_base, e_text, e_ids, e_seq, e_windows, e_json, e_bf16);
     }
-    if (*gen) return generate_greedy(g_model, g_prompt, g_chat, g_max, std::cout);
+    if (*gen) {
+      if (!g_image.empty() || load_model_config(g_model).family == ModelFamily::kOcr) {
+        generate_ocr(g_model, g_prompt, g_image, g_max, &std::cout);
+        return 0;
+      }
+      return generate_greedy(g_model, g_prompt, g_chat, g_max, std::cout);
+    }
     if (*insp) return cmd_inspect(i_dir);
     if (*syn) {
       so.threads = threads;
@@ -197,6 +208,7 @@ int main(int argc, char** argv) {
       ro.device = device;
       ro.overwrite = overwrite;
       ro.resume = !no_resume;
+      ro.allow_nonfinite = allow_nonfinite;
       return run_pipeline(ro);
     }
     std::cerr << app.help();

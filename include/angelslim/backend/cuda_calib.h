@@ -14,6 +14,13 @@
 
 namespace angelslim::cuda {
 
+// A device observer that is also told where each ragged batch starts (its first token's index in the calibration
+// set) before the batch runs through the layer (AWQ's statistics: cuda_awq.cpp).
+class CudaBatchObserver : public CudaLinearObserver {
+ public:
+  virtual void begin_batch(CudaContext& ctx, int64_t first_token, int64_t n_tokens) = 0;
+};
+
 class CudaCalibActivations : public CalibBackend {
  public:
   // samples: token ids per sample (each >= 1 token, ids < vocab_size: InvalidInput otherwise). Embeds them.
@@ -31,6 +38,14 @@ class CudaCalibActivations : public CalibBackend {
   nlohmann::json report() const override;
 
   CudaContext& context() { return ctx_; }
+  // Runs `layer` over every batch with `observer` (no statistics of its own); replaces the activations by the
+  // layer's outputs when `advance` (opt.stop_after must then be kNone).
+  void run_observed(const DecoderLayer& layer, const ForwardOptions& opt, CudaBatchObserver& observer, bool advance);
+  // Forgets the uploaded layer: its host weights or norms changed beyond what linear_changed reports (AWQ folding),
+  // so the next pass uploads it again.
+  void invalidate_layer();
+  int64_t sample_begin(int64_t s) const { return offsets_[static_cast<std::size_t>(s)]; }
+  int64_t sample_len(int64_t s) const { return sample_begin(s + 1) - sample_begin(s); }
   // The activations as host fp32 [n_tokens, d_model], samples back to back (tests, debugging).
   std::vector<float> download_activations();
   int64_t n_batches() const { return static_cast<int64_t>(batches_.size()); }
@@ -52,7 +67,8 @@ class CudaCalibActivations : public CalibBackend {
   int64_t auto_budget() const;
   void embed(const TensorStore& store, const std::vector<std::vector<int32_t>>& samples);
   CudaDecoderLayer& bind(const DecoderLayer& layer, const ForwardOptions& opt);
-  LayerStats run(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec, bool advance);
+  LayerStats run(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec, bool advance,
+                 CudaBatchObserver* batch_observer = nullptr);
   // Enqueues the upload of spilled batch b into staging slot `slot` on the copy stream.
   void prefetch(std::size_t b, int slot);
   void sample_memory();

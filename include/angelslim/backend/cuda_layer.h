@@ -111,6 +111,10 @@ class CudaDecoderLayer {
   // Replaces the weights of linear `id` (same layer, same shape) by lin's and uploads them (GPTQ propagation).
   void update_linear(const LinearId& id, const Linear& lin);
 
+  // The device fp32 weights [n_out, n_in] of linear `id` (kF32 layers only; InvalidInput otherwise), for callers that
+  // rewrite them in place on ctx.stream() (the AWQ search tries fake-quantized weights this way).
+  float* weights_f32(const LinearId& id);
+
   DeviceWeights weights() const { return weights_; }
   int64_t index() const { return index_; }
   // kBF16Exact: linears that needed a second / a third bf16 term; elements no three terms hold (tiny residues).

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "angelslim/calib/backend.h"
@@ -23,6 +24,15 @@ class CalibActivations : public CalibBackend {
   int64_t sample_len(int64_t s) const { return offsets_[static_cast<std::size_t>(s) + 1] - sample_begin(s); }
   // x: [n_tokens, d_model] fp32, samples back to back.
   const std::vector<float>& x() const { return x_; }
+  // Replaces the activations (a resumed run continues from the saved inputs of its next layer).
+  // Throws FormatError when `x` does not have n_tokens * d_model elements.
+  void restore_activations(std::vector<float> x);
+
+  // OCR (SPEC 4.1 step 3): overwrites the embeddings of the image tokens (token rows `rows` of the whole batch,
+  // values [rows.size(), d_model]) and attaches the XD-RoPE positions [n_tokens, 4] that every layer pass uses.
+  void set_multimodal(std::span<const int64_t> rows, std::span<const float> embeds, std::vector<int32_t> xd_pos);
+  // [n_tokens, 4] XD-RoPE positions, or empty (plain RoPE).
+  const std::vector<int32_t>& xd_positions() const { return xd_pos_; }
 
   // Runs `layer` over every sample without changing the activations; the observer sees each linear's input.
   void observe(const DecoderLayer& layer, LinearObserver* observer, const ForwardOptions& opt) const;
@@ -41,6 +51,7 @@ class CalibActivations : public CalibBackend {
   std::vector<float> inv_freq_;
   std::vector<int64_t> offsets_;  // [n_samples + 1] token offsets
   std::vector<float> x_;
+  std::vector<int32_t> xd_pos_;  // OCR only
 };
 
 // Forwards observations to a callback with token indices rebased to the whole calibration batch

@@ -110,5 +110,8 @@ struct CliOverrides {
 // schema problems at once: first line "<file>: N problem(s):", then one line per problem,
 // "<file>: <yaml.path>: <what is wrong> (expected ...)".
 RunConfig load_run_config(const std::filesystem::path& path, const CliOverrides& overrides = {});
+// The same for YAML text already read; `path` is used for messages and for resolving relative paths.
+RunConfig parse_run_config(const std::string& text, const std::filesystem::path& path,
+                           const CliOverrides& overrides = {});
 
 }  // namespace angelslim

@@ -75,5 +75,10 @@ std::vector<CalibSample> load_text_dataset(const std::filesystem::path& path, co
                                            const ChatTemplate& chat_template, int64_t max_seq_length,
                                            int64_t num_samples, bool shuffle, uint64_t seed,
                                            DatasetStats* stats = nullptr);
+// The same for jsonl text already read; `origin` stands for the file in messages.
+std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::string& origin,
+                                            const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                                            int64_t max_seq_length, int64_t num_samples, bool shuffle, uint64_t seed,
+                                            DatasetStats* stats = nullptr);
 
 }  // namespace angelslim

@@ -80,6 +80,9 @@ enum class StopAfter { kNone, kQkvInput, kOInput, kMlpInput };
 struct ForwardOptions {
   bool round_bf16 = false;  // BF16 storage points (SPEC 3.1); false = fp32 reference mode
   StopAfter stop_after = StopAfter::kNone;
+  // OCR: XD-RoPE positions [n_tokens, 4] (p, w, h, t) of the tokens of this call (SPEC 3.8.4); null = plain RoPE
+  // at the sequence index. With seq_offsets, rows follow the ragged batch (each sample's rows start at its index 0).
+  const int32_t* xd_pos = nullptr;
 };
 
 // Key/value cache of one layer for incremental decoding: [n_tokens, n_kv_heads * head_dim] each.
@@ -141,6 +144,12 @@ class HunyuanModel {
     int64_t n = 0;
   };
   std::vector<float> step(Session& s, const int32_t* ids, int64_t n) const;
+
+  // OCR: the same from input embeddings x [n, d_model] (image embeddings already scattered) with XD-RoPE positions
+  // xd_pos [n, 4] (null: plain positions). hidden_embeds returns the final hidden states (before the final norm);
+  // step_embeds feeds them after the cached positions and returns the logits of the last token.
+  std::vector<float> hidden_embeds(std::vector<float> x, int64_t n, const int32_t* xd_pos) const;
+  std::vector<float> step_embeds(Session& s, std::vector<float> x, int64_t n, const int32_t* xd_pos) const;
 
  private:
   ModelConfig cfg_;

@@ -39,6 +39,9 @@ struct ModelConfig {
   std::vector<int64_t> moe_topk;
   std::vector<int64_t> moe_d_ff;          // routed expert width per layer
   std::vector<int64_t> n_shared_experts;  // shared expert multiplier per layer
+  // OCR (hunyuan_vl, SPEC 1.4): special token ids; the vision tower's own fields are read by
+  // load_vision_config (model/vision.h) from raw["vision_config"].
+  int64_t image_start_id = -1, image_end_id = -1, image_token_id = -1, image_newline_id = -1;
   nlohmann::json raw;                     // the whole config.json, kept for the writer
 
   // Effective RoPE base: theta * alpha^(D/(D-2)) computed in double, rounded to f32 (SPEC 3.3).

@@ -13,7 +13,8 @@ namespace angelslim {
 
 struct SynthOptions {
   // One of synth_presets(): hunyuan-0.5b, hunyuan-1.8b, hunyuan-4b, hunyuan-7b, hunyuan-a13b, hunyuan-ocr
-  // (hunyuan-ocr throws Unsupported until the vision tower is written).
+  // (hunyuan-ocr: the 0.5B-shaped LLM plus the 27-block vision tower and adapter, v1.0 names, and a
+  // preprocessor_config.json; --layers applies to the LLM only).
   std::string preset;
   int64_t layers = -1;                   // num_hidden_layers; -1: the preset's count
   // Optional: copy tokenizer.json, tokenizer_config.json, chat_template.jinja, hy.tiktoken, tokenization_hy.py,
@@ -35,7 +36,7 @@ struct SynthOptions {
 std::vector<std::string> synth_presets();
 
 // The config.json that synth_checkpoint writes for these options (no files touched).
-// Throws InvalidInput for an unknown preset or a bad override, Unsupported for hunyuan-ocr.
+// Throws InvalidInput for an unknown preset or a bad override.
 nlohmann::ordered_json synth_config_json(const SynthOptions& opt);
 
 // Writes a complete checkpoint into opt.out (built in a temporary sibling directory, renamed at the end).

@@ -19,7 +19,11 @@ struct RunOptions {
   // overrides), "cuda" or "cpu". --device cpu always solves on the CPU.
   std::string gptq_solver = "auto";
   bool overwrite = false;
+  // Continue from the checkpoint of an interrupted run with the same config, model and data (docs/reliability.md);
+  // false (--no-resume) discards it and starts over.
   bool resume = true;
+  // Skip the NaN/Inf scans of the source weights and the calibration activations (--allow-nonfinite).
+  bool allow_nonfinite = false;
 };
 
 // Runs the whole job. Returns the exit status; throws angelslim::Error on failure (no partial output remains).

@@ -34,6 +34,9 @@ class AwqQuantizer : public LayerQuantizer {
   ~AwqQuantizer() override;
   bool needs_calibration() const override { return true; }
   void quantize_layer(DecoderLayer& layer, CalibActivations* acts, nlohmann::json& report) override;
+  // The host path for host activations; on a GPU backend, cuda_awq_quantize_layer (backend/cuda_awq.h).
+  void quantize_layer_with(DecoderLayer& layer, CalibBackend* calib, nlohmann::json& report) override;
+  bool backend_neutral() const override { return true; }
   bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
   void write_module(const std::string& module, SafetensorsWriter& w) override;
   const std::vector<uint8_t>* modified_tensor(const std::string& name) const override;

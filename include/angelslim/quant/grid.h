@@ -35,10 +35,12 @@ struct GridSpec {
 
 // Rounds a scale to its storage dtype (RNE).
 float round_scale(float s, ScaleDType dtype);
+// The smallest positive value of a scale dtype (its smallest subnormal).
+float smallest_scale(ScaleDType dtype);
 
 // Group parameters from the group's min and max weight (min_w <= max_w, both finite). The asymmetric zeros
-// are computed with the already rounded scale.
-// Throws InvalidInput when the rounded scale is not finite and positive (e.g. F16 overflow).
+// are computed with the already rounded scale. A positive scale that rounds to 0 becomes smallest_scale(dtype).
+// Throws InvalidInput when the rounded scale is not finite (e.g. F16 overflow).
 GroupParams group_params_from_range(float min_w, float max_w, GridKind kind, int bits, ScaleDType dtype);
 
 // Group parameters from the weights of one group. w: [n] f32, finite (InvalidInput otherwise), n >= 1.

@@ -407,7 +407,7 @@ void CudaCalibActivations::prefetch(std::size_t b, int slot) {
 }
 
 LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec,
-                                     bool advance) {
+                                     bool advance, CudaBatchObserver* batch_observer) {
   ANGELSLIM_CHECK(opt.round_bf16 || !bf16_, InvalidInput,
                   "cuda calibration: activations are stored as bf16, the fp32 forward needs fp32 storage");
   const auto t_pass = Clock::now();
@@ -415,6 +415,10 @@ LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOpt
   const int64_t d = cfg_.d_model;
   StatsCollector stats(ctx_, spec, opt.round_bf16, static_cast<int64_t>(layer_linear_ids(cfg_, layer.index).size()));
   CudaLinearObserver* obs = spec.any() ? &stats : nullptr;
+  if (batch_observer) {
+    ANGELSLIM_ASSERT(!spec.any());
+    obs = batch_observer;
+  }
   // Spilled batches stream through two device slots: the upload of the next one (copy stream) overlaps this one's
   // compute; the write-back of a slot (copy stream) precedes the next upload into it.
   std::vector<std::size_t> spilled;
@@ -452,6 +456,7 @@ LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOpt
         ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(x, staging_[slot].data(), static_cast<std::size_t>(count) * sizeof(float),
                                              cudaMemcpyDeviceToDevice, ctx_.stream()));
     }
+    if (batch_observer) batch_observer->begin_batch(ctx_, b.t0, b.n);
     L.forward(x, b.n, 0, opt, obs, nullptr, b.segs);
     if (advance) {
       if (b.on_device) {
@@ -494,6 +499,18 @@ LayerStats CudaCalibActivations::advance_stats(const DecoderLayer& layer, const 
                                                const StatsSpec& spec) {
   ANGELSLIM_ASSERT(opt.stop_after == StopAfter::kNone);
   return run(layer, opt, spec, true);
+}
+
+void CudaCalibActivations::run_observed(const DecoderLayer& layer, const ForwardOptions& opt,
+                                        CudaBatchObserver& observer, bool advance) {
+  ANGELSLIM_ASSERT(!advance || opt.stop_after == StopAfter::kNone);
+  (void)run(layer, opt, StatsSpec{}, advance, &observer);
+}
+
+void CudaCalibActivations::invalidate_layer() {
+  ctx_.synchronize();
+  layer_.reset();
+  layer_src_ = nullptr;
 }
 
 std::vector<float> CudaCalibActivations::download_activations() {

@@ -454,6 +454,13 @@ CudaDecoderLayer::Lin& CudaDecoderLayer::linear_of(const LinearId& id) {
   return id.kind == LinearKind::kGate ? m->gate : id.kind == LinearKind::kUp ? m->up : m->down;
 }
 
+float* CudaDecoderLayer::weights_f32(const LinearId& id) {
+  ANGELSLIM_CHECK(weights_ == DeviceWeights::kF32, InvalidInput,
+                  "CudaDecoderLayer {}: {} has no fp32 device weights (the layer was uploaded in bf16)", index_,
+                  id.full_name());
+  return linear_of(id).w32.data();
+}
+
 void CudaDecoderLayer::update_linear(const LinearId& id, const Linear& lin) {
   Lin& d = linear_of(id);
   ANGELSLIM_CHECK(lin.n_out == d.n_out && lin.n_in == d.n_in, InvalidInput,

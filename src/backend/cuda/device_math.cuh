@@ -23,6 +23,20 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) {
 __device__ __forceinline__ float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
 __device__ __forceinline__ float maybe_round(float f, bool rb) { return rb ? round_bf16(f) : f; }
 
+// Rounds a quantization scale to its storage dtype (0: bf16, 1: f16, 2: f32), as angelslim::round_scale.
+__device__ __forceinline__ float round_scale_dev(float s, int scale_dtype) {
+  if (scale_dtype == 0) return round_bf16(s);                     // kBF16
+  if (scale_dtype == 1) return __half2float(__float2half_rn(s));  // kF16
+  return s;                                                       // kF32
+}
+
+// The smallest positive value of a scale dtype (grid.cpp smallest_scale).
+__device__ __forceinline__ float smallest_scale_dev(int scale_dtype) {
+  if (scale_dtype == 0) return __uint_as_float(0x10000u);  // bf16 2^-133
+  if (scale_dtype == 1) return 5.9604644775390625e-8f;      // f16 2^-24
+  return __uint_as_float(1u);                              // f32 2^-149
+}
+
 // e4m3fn code of v (round to nearest even, saturating to ±448; NaN -> NaN) and its value.
 __device__ __forceinline__ float e4m3_value(float v) {
   const __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);

@@ -58,12 +58,6 @@ __global__ void permute_transpose_kernel(const float* w, int rows, int cols, con
   }
 }
 
-__device__ __forceinline__ float round_scale_dev(float s, int scale_dtype) {
-  if (scale_dtype == 0) return round_bf16(s);                     // kBF16
-  if (scale_dtype == 1) return __half2float(__float2half_rn(s));  // kF16
-  return s;                                                       // kF32
-}
-
 // group_params_from_range for the GPTQ grids (kind 0: sym, 1: asym). Returns false when the rounded scale is not
 // finite and positive (the CPU throws InvalidInput there).
 __device__ bool group_params(float min_w, float max_w, int kind, int bits, int scale_dtype, float* scale, int* zero) {
@@ -83,7 +77,13 @@ __device__ bool group_params(float min_w, float max_w, int kind, int bits, int s
     s = __fdiv_rn(__fsub_rn(hi, lo), fq);
     asym_lo = lo;
   }
-  s = round_scale_dev(s, scale_dtype);
+  if (isfinite(s) && s > 0.0f) {
+    // grid.cpp: a positive scale that rounds to 0 becomes the dtype's smallest positive value.
+    s = round_scale_dev(s, scale_dtype);
+    if (s == 0.0f) s = smallest_scale_dev(scale_dtype);
+  } else {
+    s = round_scale_dev(s, scale_dtype);
+  }
   if (!(isfinite(s) && s > 0.0f)) {
     *scale = 1.0f;
     *zero = z;
