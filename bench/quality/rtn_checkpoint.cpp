@@ -4,14 +4,12 @@
 // copied unchanged.
 //   rtn_checkpoint SRC_DIR OUT_DIR GRID BITS GROUP
 //   GRID: awq-asym (F16 scales, the SPEC 6.2 RTN row), awq-sym (F16), gptq-sym (BF16), gptq-asym (BF16)
-// Not built by CMake; compile against the library, e.g.
-//   g++ -std=c++20 -O2 -Iinclude bench/quality/rtn_checkpoint.cpp BUILD/libangelslim_lib.a <its link libs>
+// Built with the benchmarks: BUILD/bin/angelslim_rtn_checkpoint.
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
-#include "angelslim/io/safetensors.h"
-#include "angelslim/quant/grid.h"
+#include "angelslim/quant/rtn_reference.h"
 
 using namespace angelslim;
 namespace fs = std::filesystem;
@@ -34,23 +32,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown grid %s\n", grid.c_str());
     return 2;
   }
-  fs::create_directories(out);
-  fs::copy_file(src / "config.json", out / "config.json", fs::copy_options::overwrite_existing);
-  TensorStore st(src);
-  SafetensorsWriter w(out);
-  int n = 0;
-  for (const auto& [name, t] : st.all()) {
-    const bool lin = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
-                     name.compare(name.size() - 12, 12, "_proj.weight") == 0;
-    if (!lin) {
-      w.add(name, t->dtype, t->shape, std::span<const uint8_t>(t->data, t->nbytes));
-      continue;
-    }
-    const auto q = rtn_quantize(t->to_f32(), static_cast<int>(t->shape[0]), static_cast<int>(t->shape[1]), spec);
-    w.add_f32(name, t->shape, q.dequant);
-    ++n;
-  }
-  w.finish();
+  const int n = write_rtn_checkpoint(src, out, spec);
   std::printf("%d linears quantized (%s, %d bits, group %d) -> %s\n", n, grid.c_str(), spec.bits, spec.group_size,
               out.c_str());
   return 0;

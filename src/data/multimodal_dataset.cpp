@@ -7,6 +7,7 @@
 #include <random>
 
 #include "angelslim/core/error.h"
+#include "angelslim/data/text_dataset.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/hunyuan_vl.h"
 
@@ -21,17 +22,6 @@ constexpr std::size_t kMaxWarnings = 20;
 
 // Tokens of one image in the sequence (SPEC 3.8.3).
 int64_t n_image_tokens_of(const ImagePatches& im, int64_t m) { return (im.grid_h / m) * (im.grid_w / m + 1) + 2; }
-
-void shuffle_records(std::vector<std::size_t>& order, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = order.size(); i > 1; --i) {
-    const uint64_t n = i;
-    const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-    uint64_t x = rng();
-    while (x >= limit) x = rng();
-    std::swap(order[i - 1], order[static_cast<std::size_t>(x % n)]);
-  }
-}
 
 std::string str_field(const ojson& rec, const char* key, const std::string& where) {
   auto it = rec.find(key);
@@ -190,34 +180,9 @@ std::vector<MultiModalSample> load_multimodal_dataset(const fs::path& path, cons
   const std::string data = read_file(path);
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   MultiModalStats st;
-  struct Record {
-    int64_t line;
-    ojson value;
-  };
-  std::vector<Record> records;
-  std::size_t pos = data.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-  int64_t line_no = 0;
-  while (pos < data.size()) {
-    std::size_t end = data.find('\n', pos);
-    if (end == std::string::npos) end = data.size();
-    std::string_view line(data.data() + pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.find_first_not_of(" \t\r\f\v") == std::string_view::npos) {
-      ++st.blank_lines;
-      continue;
-    }
-    try {
-      records.push_back({line_no, ojson::parse(line)});
-    } catch (const nlohmann::json::exception& e) {
-      throw InvalidInput(fmt::format("{}:{}: not a valid JSON object ({})", file, line_no, e.what()));
-    }
-  }
-  st.lines_total = line_no;
+  const auto records = parse_jsonl(data, file, &st.lines_total, &st.blank_lines);
   st.records_read = static_cast<int64_t>(records.size());
-  std::vector<std::size_t> order(records.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  if (shuffle) shuffle_records(order, seed);
+  const auto order = record_order(records.size(), shuffle, seed);
 
   auto warn = [&](int64_t line, const std::string& msg) {
     const auto w = fmt::format("{}:{}: {}", file, line, msg);
@@ -227,7 +192,7 @@ std::vector<MultiModalSample> load_multimodal_dataset(const fs::path& path, cons
   std::vector<MultiModalSample> out;
   for (std::size_t oi : order) {
     if (num_samples > 0 && static_cast<int64_t>(out.size()) >= num_samples) break;
-    const Record& r = records[oi];
+    const JsonlRecord& r = records[oi];
     ++st.records_visited;
     const std::string where = fmt::format("{}:{}", file, r.line);
     const Conversation conv = prepare(r.value, dir, where);

@@ -97,19 +97,6 @@ void classify(PreparedRecord& rec, const std::vector<std::string>& raw_roles) {
   if (!has_assistant) rec.status = PreparedRecord::Status::kNoAssistant;
 }
 
-// Fisher-Yates over `order` with draws from [0, i] by rejection (no modulo bias, no library-defined
-// distribution).
-void shuffle_in_place(std::vector<std::size_t>& order, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = order.size(); i > 1; --i) {
-    const uint64_t n = i;  // draw j in [0, i-1]
-    const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-    uint64_t x = rng();
-    while (x >= limit) x = rng();
-    std::swap(order[i - 1], order[static_cast<std::size_t>(x % n)]);
-  }
-}
-
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw IoError(fmt::format("{}: cannot open for reading", p.string()));
@@ -235,6 +222,51 @@ nlohmann::json DatasetStats::to_json() const {
   };
 }
 
+std::vector<JsonlRecord> parse_jsonl(std::string_view data, const std::string& origin, int64_t* lines_total,
+                                     int64_t* blank_lines) {
+  std::vector<JsonlRecord> records;
+  std::size_t pos = data.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;  // UTF-8 byte order mark
+  int64_t line_no = 0;
+  while (pos < data.size()) {
+    std::size_t end = data.find('\n', pos);
+    if (end == std::string_view::npos) end = data.size();
+    std::string_view line = data.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t\r\f\v") == std::string_view::npos) {
+      ++*blank_lines;
+      continue;
+    }
+    try {
+      records.push_back({line_no, ojson::parse(line)});
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
+      const auto first = line.find_first_not_of(" \t");
+      const bool array_file = line_no == 1 && first != std::string_view::npos && line[first] == '[';
+      throw InvalidInput(
+          fmt::format("{}:{}: not a valid JSON object ({}){}", origin, line_no, e.what(),
+                      array_file ? "; expected one JSON object per line (jsonl), not a JSON array" : ""));
+    }
+  }
+  *lines_total = line_no;
+  return records;
+}
+
+std::vector<std::size_t> record_order(std::size_t n, bool shuffle, uint64_t seed) {
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  if (!shuffle) return order;
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = n; i > 1; --i) {
+    const uint64_t k = i;  // draw j in [0, i-1], no modulo bias
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % k;
+    uint64_t x = rng();
+    while (x >= limit) x = rng();
+    std::swap(order[i - 1], order[static_cast<std::size_t>(x % k)]);
+  }
+  return order;
+}
+
 std::vector<CalibSample> load_text_dataset(const std::filesystem::path& path, const Tokenizer& tokenizer,
                                            const ChatTemplate& chat_template, int64_t max_seq_length,
                                            int64_t num_samples, bool shuffle, uint64_t seed, DatasetStats* stats_out) {
@@ -258,41 +290,10 @@ std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::st
   st.num_samples_requested = num_samples;
   st.shuffled = shuffle;
   st.seed = seed;
-  struct Record {
-    int64_t line;
-    ojson value;
-  };
-  std::vector<Record> records;
-  std::size_t pos = 0;
-  if (data.compare(0, 3, "\xEF\xBB\xBF") == 0) pos = 3;  // UTF-8 byte order mark
-  int64_t line_no = 0;
-  while (pos < data.size()) {
-    std::size_t end = data.find('\n', pos);
-    if (end == std::string::npos) end = data.size();
-    std::string_view line(data.data() + pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t\r\f\v") == std::string_view::npos) {
-      ++st.blank_lines;
-      continue;
-    }
-    try {
-      records.push_back({line_no, ojson::parse(line)});
-    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
-      const bool array_file = line_no == 1 && line.find_first_not_of(" \t") != std::string_view::npos &&
-                              line[line.find_first_not_of(" \t")] == '[';
-      throw InvalidInput(
-          fmt::format("{}:{}: not a valid JSON object ({}){}", file, line_no, e.what(),
-                      array_file ? "; expected one JSON object per line (jsonl), not a JSON array" : ""));
-    }
-  }
-  st.lines_total = line_no;
+  const auto records = parse_jsonl(data, file, &st.lines_total, &st.blank_lines);
   st.records_read = static_cast<int64_t>(records.size());
 
-  std::vector<std::size_t> order(records.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  if (shuffle) shuffle_in_place(order, seed);
+  const auto order = record_order(records.size(), shuffle, seed);
 
   auto warn = [&](int64_t line, const std::string& msg) {
     if (st.warnings.size() < kMaxWarnings) st.warnings.push_back(fmt::format("{}:{}: {}", file, line, msg));
@@ -301,7 +302,7 @@ std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::st
   std::vector<CalibSample> samples;
   for (std::size_t idx : order) {
     if (num_samples > 0 && static_cast<int64_t>(samples.size()) >= num_samples) break;
-    const Record& r = records[idx];
+    const JsonlRecord& r = records[idx];
     ++st.records_visited;
     PreparedRecord rec;
     try {

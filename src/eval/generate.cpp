@@ -42,12 +42,10 @@ std::vector<int32_t> prompt_ids(const std::filesystem::path& model_dir, const To
   return ids;
 }
 
-std::vector<int32_t> greedy_decode(const HunyuanModel& model, const Tokenizer& tok, const std::vector<int32_t>& ids,
-                                   int64_t max_new, std::ostream* out) {
-  if (ids.empty()) throw InvalidInput("generate: the prompt encodes to no tokens");
+std::vector<int32_t> greedy_continue(const HunyuanModel& model, HunyuanModel::Session& session,
+                                     std::vector<float> logits, const Tokenizer& tok, int64_t max_new,
+                                     std::ostream* out) {
   const auto eos = tok.eos_ids();
-  HunyuanModel::Session session;
-  auto logits = model.step(session, ids.data(), static_cast<int64_t>(ids.size()));
   std::vector<int32_t> gen;
   std::size_t printed = 0;
   for (int64_t i = 0; i < max_new; ++i) {
@@ -70,6 +68,14 @@ std::vector<int32_t> greedy_decode(const HunyuanModel& model, const Tokenizer& t
     *out << std::endl;
   }
   return gen;
+}
+
+std::vector<int32_t> greedy_decode(const HunyuanModel& model, const Tokenizer& tok, const std::vector<int32_t>& ids,
+                                   int64_t max_new, std::ostream* out) {
+  if (ids.empty()) throw InvalidInput("generate: the prompt encodes to no tokens");
+  HunyuanModel::Session session;
+  auto logits = model.step(session, ids.data(), static_cast<int64_t>(ids.size()));
+  return greedy_continue(model, session, std::move(logits), tok, max_new, out);
 }
 
 int generate_greedy(const std::filesystem::path& model_dir, const std::string& prompt, bool chat, int64_t max_new,

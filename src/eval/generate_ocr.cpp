@@ -5,6 +5,7 @@
 
 #include "angelslim/core/error.h"
 #include "angelslim/data/multimodal_dataset.h"
+#include "angelslim/eval/generate.h"
 #include "angelslim/model/hunyuan_vl.h"
 #include "angelslim/text/chat_template.h"
 #include "angelslim/text/tokenizer.h"
@@ -26,32 +27,7 @@ std::vector<int32_t> generate_ocr(const std::filesystem::path& model_dir, const 
   const int64_t n = static_cast<int64_t>(seq.ids.size());
   HunyuanModel::Session session;
   auto logits = model.llm().step_embeds(session, model.embed(seq, emb), n, seq.xd_pos.data());
-  const auto eos = tok->eos_ids();
-  std::vector<int32_t> gen;
-  std::size_t printed = 0;
-  for (int64_t i = 0; i < max_new; ++i) {
-    const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    if (std::find(eos.begin(), eos.end(), next) != eos.end()) break;
-    gen.push_back(next);
-    if (out) {
-      // Print whole UTF-8 sequences only (a token may end inside one).
-      const std::string text = tok->decode(gen);
-      std::size_t upto = text.size();
-      while (upto > printed && (static_cast<unsigned char>(text[upto - 1]) & 0xC0) == 0x80) --upto;
-      if (upto > printed && static_cast<unsigned char>(text[upto - 1]) >= 0xC0) --upto;
-      if (upto > printed) {
-        *out << text.substr(printed, upto - printed) << std::flush;
-        printed = upto;
-      }
-    }
-    logits = model.llm().step(session, &next, 1);
-  }
-  if (out) {
-    const std::string text = tok->decode(gen);
-    if (text.size() > printed) *out << text.substr(printed);
-    *out << std::endl;
-  }
-  return gen;
+  return greedy_continue(model.llm(), session, std::move(logits), *tok, max_new, out);
 }
 
 }  // namespace angelslim

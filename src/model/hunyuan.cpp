@@ -65,9 +65,6 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
   return inv;
 }
 
-namespace {
-
-// Applies a linear with its runtime activation quantization; y [n, n_out].
 void apply_linear(const Linear& lin, const float* x, int64_t n, float* y, bool rb, std::vector<float>& scratch) {
   const float* in = x;
   if (lin.act != ActQuant::kNone && n > 0) {
@@ -84,6 +81,8 @@ void apply_linear(const Linear& lin, const float* x, int64_t n, float* y, bool r
   cpu::linear(in, n, lin.n_in, lin.w.data(), lin.n_out, lin.bias.empty() ? nullptr : lin.bias.data(), y);
   if (rb) cpu::round_bf16_inplace(y, n * lin.n_out);
 }
+
+namespace {
 
 void observe(LinearObserver* obs, int64_t layer, LinearKind kind, int64_t expert, bool shared, const float* x,
              int64_t n, int64_t n_in, const int64_t* idx = nullptr) {

@@ -6,6 +6,7 @@
 #include "angelslim/core/dtype.h"
 #include "angelslim/core/error.h"
 #include "angelslim/model/vision.h"
+#include "angelslim/ops/cpu_ops.h"
 
 namespace angelslim {
 
@@ -20,32 +21,11 @@ void xdrope(float* x, int64_t n, int64_t n_heads, int64_t D, const float* inv_fr
       for (int64_t i = 0; i < sections[static_cast<std::size_t>(a)]; ++i) axis[static_cast<std::size_t>(j++)] = a;
     ANGELSLIM_ASSERT(j == half);
   }
-  std::vector<float> c(static_cast<std::size_t>(half)), s(static_cast<std::size_t>(half));
+  std::vector<float> phi(static_cast<std::size_t>(half)), c(phi.size()), s(phi.size());
   for (int64_t t = 0; t < n; ++t) {
-    for (int64_t j = 0; j < half; ++j) {
-      const float p = static_cast<float>(pos[t * 4 + axis[static_cast<std::size_t>(j)]]);
-      const float phi = p * inv_freq[j];
-      c[j] = std::cos(phi);
-      s[j] = std::sin(phi);
-      if (rb) {
-        c[j] = round_bf16(c[j]);
-        s[j] = round_bf16(s[j]);
-      }
-    }
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* v = x + (t * n_heads + h) * D;
-      for (int64_t j = 0; j < half; ++j) {
-        const float a = v[j], b = v[j + half];
-        float ra = a * c[j] - b * s[j];
-        float rbv = b * c[j] + a * s[j];
-        if (rb) {
-          ra = round_bf16(ra);
-          rbv = round_bf16(rbv);
-        }
-        v[j] = ra;
-        v[j + half] = rbv;
-      }
-    }
+    for (int64_t j = 0; j < half; ++j)
+      phi[j] = static_cast<float>(pos[t * 4 + axis[static_cast<std::size_t>(j)]]) * inv_freq[j];
+    cpu::rope_token(x + t * n_heads * D, n_heads, D, phi.data(), c.data(), s.data(), rb);
   }
 }
 

@@ -181,20 +181,8 @@ float gelu_erf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865
 
 // A linear with its runtime activation quantization (FP8 ViT linears written with quant_vit).
 void apply(const Linear& lin, const float* x, int64_t n, float* y, bool rb) {
-  std::vector<float> xq;
-  if (lin.act != ActQuant::kNone && n > 0) {
-    float s = lin.input_scale;
-    if (lin.act == ActQuant::kFp8Dynamic) {
-      float amax = 0.0f;
-      for (int64_t i = 0; i < n * lin.n_in; ++i) amax = std::max(amax, std::fabs(x[i]));
-      s = std::max(amax, 1e-12f) / kFp8E4M3Max;
-    }
-    xq.resize(static_cast<std::size_t>(n * lin.n_in));
-    for (int64_t i = 0; i < n * lin.n_in; ++i) xq[static_cast<std::size_t>(i)] = round_fp8e4m3(x[i] / s) * s;
-    x = xq.data();
-  }
-  cpu::linear(x, n, lin.n_in, lin.w.data(), lin.n_out, lin.bias.empty() ? nullptr : lin.bias.data(), y);
-  if (rb) cpu::round_bf16_inplace(y, n * lin.n_out);
+  std::vector<float> scratch;
+  apply_linear(lin, x, n, y, rb, scratch);
 }
 
 // Position table resized to (gh, gw): bilinear, align_corners false, source scale E/(g+0.1) (SPEC 3.8.2).

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "angelslim/quant/rtn_reference.h"
 #include "angelslim/io/safetensors.h"
 #include "angelslim/model/weight_loader.h"
 #include "angelslim/quant/grid.h"
@@ -81,21 +82,7 @@ std::vector<float> dequant_gptq8(const TensorStore& st, const std::string& m, in
 double rtn_ppl(const std::string& fixture, int windows) {
   TmpDir d("awq-rtn");
   const fs::path src = test::kData + "/fixtures/" + fixture;
-  fs::copy_file(src / "config.json", d.path() / "config.json");
-  TensorStore st(src);
-  SafetensorsWriter w(d.path());
-  for (const auto& [name, t] : st.all()) {
-    const bool lin = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
-                     name.compare(name.size() - 12, 12, "_proj.weight") == 0;
-    if (!lin) {
-      w.add(name, t->dtype, t->shape, std::span<const uint8_t>(t->data, t->nbytes));
-      continue;
-    }
-    const auto q = rtn_quantize(t->to_f32(), static_cast<int>(t->shape[0]), static_cast<int>(t->shape[1]),
-                                GridSpec{GridKind::kAwqAsym, 4, 128, ScaleDType::kF16});
-    w.add_f32(name, t->shape, q.dequant);
-  }
-  w.finish();
+  write_rtn_checkpoint(src, d.path(), GridSpec{GridKind::kAwqAsym, 4, 128, ScaleDType::kF16});
   return test::heldout_ppl(d.path(), windows);
 }
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "angelslim/quant/rtn_reference.h"
 #include "angelslim/data/multimodal_dataset.h"
 #include "angelslim/eval/generate_ocr.h"
 #include "angelslim/io/safetensors.h"
@@ -77,23 +78,8 @@ const std::vector<float>& bf16_logits() {
 // The RTN checkpoint at `bits`: LLM linears replaced by their AWQ-asym g128 dequantization (stored F32).
 double rtn_error(int bits) {
   TmpDir d("ocr-rtn");
-  for (const char* f :
-       {"config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"})
-    fs::copy_file(fs::path(kModel) / f, d.path() / f);
-  TensorStore st(kModel);
-  SafetensorsWriter w(d.path());
-  for (const auto& [name, t] : st.all()) {
-    const bool lin = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
-                     name.compare(name.size() - 12, 12, "_proj.weight") == 0;
-    if (!lin) {
-      w.add(name, t->dtype, t->shape, std::span<const uint8_t>(t->data, t->nbytes));
-      continue;
-    }
-    const auto q = rtn_quantize(t->to_f32(), int(t->shape[0]), int(t->shape[1]),
-                                GridSpec{GridKind::kAwqAsym, bits, 128, ScaleDType::kF16});
-    w.add_f32(name, t->shape, q.dequant);
-  }
-  w.finish();
+  write_rtn_checkpoint(kModel, d.path(), GridSpec{GridKind::kAwqAsym, bits, 128, ScaleDType::kF16},
+                       {"preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"});
   return rel_err(prompt_logits(d.path()), bf16_logits());
 }
 

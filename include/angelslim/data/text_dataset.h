@@ -64,6 +64,20 @@ struct PreparedRecord {
 // known shape or a field of the wrong type.
 PreparedRecord prepare_record(const nlohmann::ordered_json& record);
 
+// One non-blank line of a jsonl file, parsed (line: 1-based).
+struct JsonlRecord {
+  int64_t line = 0;
+  nlohmann::ordered_json value;
+};
+// Splits jsonl text into parsed records: a UTF-8 byte order mark is skipped, CRLF accepted, blank lines counted in
+// *blank_lines. Throws InvalidInput "<origin>:<line>: not a valid JSON object (...)" for a line that is not JSON.
+// *lines_total: the number of lines.
+std::vector<JsonlRecord> parse_jsonl(std::string_view data, const std::string& origin, int64_t* lines_total,
+                                     int64_t* blank_lines);
+// The order records are visited in: 0..n-1, or with `shuffle` a Fisher-Yates permutation with std::mt19937_64(seed)
+// and unbiased draws by rejection.
+std::vector<std::size_t> record_order(std::size_t n, bool shuffle, uint64_t seed);
+
 // Reads `path` (jsonl; .json with one object per line too), optionally shuffles the records
 // (std::mt19937_64(seed) + Fisher-Yates), then renders/encodes records in that order until
 // `num_samples` samples are kept (num_samples <= 0: all). Chat records: ids = encode(template(messages,

@@ -16,6 +16,12 @@ namespace angelslim {
 std::vector<int32_t> prompt_ids(const std::filesystem::path& model_dir, const Tokenizer& tok, const std::string& prompt,
                                 bool chat);
 
+// Greedy continuation of a prompt already in `session`, whose last logits are `logits` (stops at an EOS id or
+// after max_new tokens); each new token's text goes to `out` as soon as it forms complete UTF-8.
+std::vector<int32_t> greedy_continue(const HunyuanModel& model, HunyuanModel::Session& session,
+                                     std::vector<float> logits, const Tokenizer& tok, int64_t max_new,
+                                     std::ostream* out);
+
 // Greedy continuation of `ids` (stops at an EOS id or after max_new tokens); each new token's text goes to
 // `out` as soon as it forms complete UTF-8. Returns the generated ids.
 std::vector<int32_t> greedy_decode(const HunyuanModel& model, const Tokenizer& tok, const std::vector<int32_t>& ids,

@@ -44,6 +44,10 @@ struct Linear {
   float input_scale = 0.0f;  // for kFp8Static
 };
 
+// y [n, n_out] = lin(x [n, n_in]) with the linear's runtime activation quantization (FP8 input scale); rb rounds y
+// to bf16. scratch: reused buffer for the quantized input.
+void apply_linear(const Linear& lin, const float* x, int64_t n, float* y, bool rb, std::vector<float>& scratch);
+
 struct Mlp {
   Linear gate, up, down;
 };

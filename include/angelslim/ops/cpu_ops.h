@@ -20,6 +20,10 @@ void rms_norm(const float* x, int64_t rows, int64_t n, const float* w, float eps
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float* inv_freq, int64_t pos0,
           bool round_bf16);
 
+// Rotate-half RoPE of one token in place: x [n_heads, head_dim] rotated by the angles phi [head_dim/2] (the same
+// for every head); c, s: [head_dim/2] scratch. round_bf16 as in rope.
+void rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* phi, float* c, float* s, bool round_bf16);
+
 // Causal grouped-query attention for one sequence.
 // q: [n_q, n_heads, head_dim] (query i sits at absolute position n_past + i); k, v: [n_past + n_q, n_kv, head_dim].
 // out: [n_q, n_heads, head_dim]. Scores in fp32, softmax in fp32; round_bf16 rounds probabilities and output.

@@ -89,35 +89,40 @@ void rms_norm(const float* x, int64_t rows, int64_t n, const float* w, float eps
   }
 }
 
+void rope_token(float* x, int64_t n_heads, int64_t head_dim, const float* phi, float* c, float* s, bool rb) {
+  const int64_t half = head_dim / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    c[j] = std::cos(phi[j]);
+    s[j] = std::sin(phi[j]);
+    if (rb) {
+      c[j] = round_bf16(c[j]);
+      s[j] = round_bf16(s[j]);
+    }
+  }
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t j = 0; j < half; ++j) {
+      const float a = v[j], b = v[j + half];
+      float ra = a * c[j] - b * s[j];
+      float rbv = b * c[j] + a * s[j];
+      if (rb) {
+        ra = round_bf16(ra);
+        rbv = round_bf16(rbv);
+      }
+      v[j] = ra;
+      v[j + half] = rbv;
+    }
+  }
+}
+
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float* inv_freq, int64_t pos0,
           bool rb) {
-  const int64_t half = head_dim / 2;
-  std::vector<float> c(static_cast<std::size_t>(half)), s(static_cast<std::size_t>(half));
+  const auto half = static_cast<std::size_t>(head_dim / 2);
+  std::vector<float> phi(half), c(half), s(half);
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float p = static_cast<float>(pos0 + t);
-    for (int64_t j = 0; j < half; ++j) {
-      const float phi = p * inv_freq[j];
-      c[j] = std::cos(phi);
-      s[j] = std::sin(phi);
-      if (rb) {
-        c[j] = round_bf16(c[j]);
-        s[j] = round_bf16(s[j]);
-      }
-    }
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* v = x + (t * n_heads + h) * head_dim;
-      for (int64_t j = 0; j < half; ++j) {
-        const float a = v[j], b = v[j + half];
-        float ra = a * c[j] - b * s[j];
-        float rbv = b * c[j] + a * s[j];
-        if (rb) {
-          ra = round_bf16(ra);
-          rbv = round_bf16(rbv);
-        }
-        v[j] = ra;
-        v[j + half] = rbv;
-      }
-    }
+    for (std::size_t j = 0; j < half; ++j) phi[j] = p * inv_freq[j];
+    rope_token(x + t * n_heads * head_dim, n_heads, head_dim, phi.data(), c.data(), s.data(), rb);
   }
 }
 
