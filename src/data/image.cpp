@@ -10,6 +10,7 @@
 #include "angelslim/core/error.h"
 #include "angelslim/io/safetensors.h"
 #include "data/jpeg_check.h"
+#include "data/png_check.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wall"
@@ -50,7 +51,7 @@ uint8_t composite_over_white(uint32_t c, uint32_t a) {
 
 }  // namespace
 
-RgbImage decode_image(const uint8_t* data, std::size_t size, const std::string& origin) {
+RgbImage decode_image(const uint8_t* data, std::size_t size, const std::string& origin, int64_t max_pixels) {
   ANGELSLIM_CHECK(size > 0 && size < (1ull << 31), FormatError, "{}: not a PNG or JPEG image (size {} bytes)", origin,
                   size);
   int w = 0, h = 0, comp = 0;
@@ -60,9 +61,16 @@ RgbImage decode_image(const uint8_t* data, std::size_t size, const std::string& 
     throw FormatError(fmt::format("{}: corrupt JPEG: a Huffman table declares more than 256 codes", origin));
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
     throw FormatError(fmt::format("{}: not a decodable PNG or JPEG image ({})", origin, stbi_failure_reason()));
+  if (static_cast<int64_t>(w) * h > max_pixels)
+    throw FormatError(fmt::format("{}: image of {} x {} pixels is larger than the limit of {} pixels", origin, w, h,
+                                  max_pixels));
+  // stb_image copies a zero-length first IDAT chunk from a null buffer (memcpy(NULL, p, 0), undefined behaviour;
+  // found by fuzz/fuzz_image.cpp): such chunks carry no data and are dropped first.
+  const std::vector<uint8_t> png = png_without_empty_idat(data, size);
+  if (!png.empty()) data = png.data();
   const bool alpha = comp == 2 || comp == 4;
   const int want = alpha ? 4 : 3;
-  stbi_uc* px = stbi_load_from_memory(data, len, &w, &h, &comp, want);
+  stbi_uc* px = stbi_load_from_memory(data, png.empty() ? len : static_cast<int>(png.size()), &w, &h, &comp, want);
   if (!px) throw FormatError(fmt::format("{}: cannot decode image ({})", origin, stbi_failure_reason()));
   RgbImage img;
   img.width = w;

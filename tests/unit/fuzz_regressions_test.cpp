@@ -216,5 +216,45 @@ TEST(FuzzRegressions, JpegHuffmanTableWithTooManyCodes) {
   }
 }
 
+// fuzz_image: a PNG whose first IDAT chunk is empty made stb_image memcpy from a null pointer (UBSan: nonnull
+// argument). Empty IDAT chunks are dropped before decoding: the image with one inserted before its first IDAT (and
+// another before IEND) decodes to exactly the pixels of the original.
+TEST(FuzzRegressions, PngEmptyIdatChunksDecodeLikeTheOriginal) {
+  const std::string good = slurp(fs::path(ANGELSLIM_TEST_DATA) / "calib" / "multimodal" / "0.png");
+  const auto decode = [](const std::string& b) {
+    return decode_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "img.png");
+  };
+  const RgbImage ref = decode(good);
+  ASSERT_GT(ref.width, 0);
+  const std::string empty_idat("\0\0\0\0IDAT\x35\xaf\x06\x1e", 12);  // length 0, type, CRC-32 of "IDAT"
+  const std::size_t idat = good.find("IDAT"), iend = good.rfind("IEND");
+  ASSERT_NE(idat, std::string::npos);
+  ASSERT_NE(iend, std::string::npos);
+  std::string bad = good;
+  bad.insert(iend - 4, empty_idat);
+  bad.insert(idat - 4, empty_idat);
+  const RgbImage got = decode(bad);
+  EXPECT_EQ(got.width, ref.width);
+  EXPECT_EQ(got.height, ref.height);
+  EXPECT_TRUE(got.rgb == ref.rgb);
+}
+
+// fuzz_image: JPEGs of a few hundred bytes declaring 16408 x 12032 and 65474 x 4096 pixels took over 10 s each to
+// decode. Images above the pixel limit are rejected from their header; the limit itself is inclusive.
+TEST(FuzzRegressions, ImagesAboveThePixelLimitAreRejectedBeforeDecoding) {
+  const std::string big = slurp(fs::path(ANGELSLIM_SOURCE_DIR) / "fuzz" / "regressions" / "image" /
+                                "jpeg_197_megapixels.jpg");
+  const auto decode = [](const std::string& b, int64_t limit) {
+    return decode_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "img.jpg", limit);
+  };
+  EXPECT_EQ(error_of<FormatError>([&] { decode(big, kMaxImagePixels); }),
+            "img.jpg: image of 16408 x 12032 pixels is larger than the limit of 178956970 pixels");
+  const std::string jpg = slurp(fs::path(ANGELSLIM_TEST_DATA) / "calib" / "multimodal" / "canyon.jpg");
+  const RgbImage ref = decode(jpg, kMaxImagePixels);
+  const int64_t n = ref.width * ref.height;
+  EXPECT_EQ(decode(jpg, n).rgb, ref.rgb);
+  EXPECT_NE(error_of<FormatError>([&] { decode(jpg, n - 1); }).find("larger than the limit"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace angelslim

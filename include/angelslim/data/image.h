@@ -20,8 +20,13 @@ struct RgbImage {
 // Pillow's integer formula, as transformers' convert_to_rgb does). Throws IoError (unreadable) or FormatError
 // (not a decodable image), both naming the file.
 RgbImage load_image(const std::filesystem::path& path);
-// The same from bytes in memory (`origin` names the source in errors).
-RgbImage decode_image(const uint8_t* data, std::size_t size, const std::string& origin);
+// The largest image decoded (width x height): Pillow's decompression-bomb limit (2 x 89,478,485 pixels), so that
+// every image the reference preprocessor opens opens here too; larger ones are a FormatError before decoding.
+inline constexpr int64_t kMaxImagePixels = 178'956'970;
+// The same from bytes in memory (`origin` names the source in errors); images of more than max_pixels pixels are
+// rejected before decoding.
+RgbImage decode_image(const uint8_t* data, std::size_t size, const std::string& origin,
+                      int64_t max_pixels = kMaxImagePixels);
 
 // Output size (height, width) of smart_resize (SPEC 3.8.1 step 2): multiples of `factor` within
 // [min_pixels, max_pixels]. Throws InvalidInput for an aspect ratio above 200 or an empty image.

@@ -1,0 +1,14 @@
+// A pre-pass over PNG bytes for what the bundled stb_image decoder mishandles.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace angelslim {
+
+// The PNG without its zero-length IDAT chunks (they carry no data; stb_image's first IDAT read from an empty one is
+// a memcpy from a null pointer). Empty when there is nothing to drop or the data is not a PNG; chunks are walked by
+// their length fields up to IEND or the first chunk that does not fit, and the rest is kept as it is.
+std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, std::size_t size);
+
+}  // namespace angelslim
