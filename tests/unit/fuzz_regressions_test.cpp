@@ -237,6 +237,15 @@ TEST(FuzzRegressions, PngEmptyIdatChunksDecodeLikeTheOriginal) {
   EXPECT_EQ(got.width, ref.width);
   EXPECT_EQ(got.height, ref.height);
   EXPECT_TRUE(got.rgb == ref.rgb);
+  // fuzz_image: a 246-byte PNG whose IDAT declares 2 GB made stb_image allocate them before reading (libFuzzer:
+  // out-of-memory). A chunk longer than the rest of the file is now an error before decoding; cutting a real PNG
+  // short gives the same error.
+  const std::string kMsg = "img.png: corrupt PNG: a chunk is longer than the rest of the file";
+  EXPECT_EQ(error_of<FormatError>([&] {
+              decode(slurp(fs::path(ANGELSLIM_SOURCE_DIR) / "fuzz" / "regressions" / "image" / "png_idat_length_2gb.png"));
+            }),
+            kMsg);
+  EXPECT_EQ(error_of<FormatError>([&] { decode(good.substr(0, idat + 40)); }), kMsg);
 }
 
 // fuzz_image: JPEGs of a few hundred bytes declaring 16408 x 12032 and 65474 x 4096 pixels took over 10 s each to
