@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # `--device cuda` end to end on the lent GPU machine (a sibling of cuda_device_check.sh, which covers the ops and
 # the layer): the GPU tests (tests/gpu, CPU-vs-GPU pipeline parity included) and bench/e2e/gpu_bench.sh, in one call.
-#   here:  scripts/cuda_e2e_check.sh pack [BUILD_DIR]      (default build-gpu) -> .devcarry/ (git-ignored)
+#   here:  scripts/cuda_e2e_check.sh pack [BUILD_DIR [DIR]]  (default build-gpu, .devcarry: git-ignored; PACK_BINS
+#          picks the binaries, PACK_FALLBACK=0 leaves out the libstdc++/libgcc_s fallback, and a DIR without lib/
+#          takes the libraries of .devcarry)
 #   there: run with carry [".devcarry"]:  bash .devcarry/cuda_e2e_check.sh run [STEPS]
-#          STEPS: comma list of tests,bench (default both); GTEST_FILTER (default 'Cuda*'), REPS, BENCH_7B,
-#          BENCH_7B_ONLY, BENCH_7B_TIMEOUT pass on; TESTS_LOG / BENCH_LOG name the logs (several runs in one call).
+#          STEPS: comma list of tests,bench,prof (default tests,bench); GTEST_FILTER (default 'Cuda*'), REPS, BENCH_7B,
+#          BENCH_7B_ONLY, BENCH_7B_TIMEOUT, ALGOS, BENCH_05B pass on; TESTS_LOG / BENCH_LOG name the logs (several runs
+#          in one call); BIN_DIR=.devcarry-X takes the binaries packed there instead (a second build in the same call:
+#          `scripts/cuda_e2e_check.sh pack BUILD_DIR .devcarry-X` here, carry both).
+#          prof: one run of each of PROF_ALGOS (default "fp8_static int4_gptq") on the 0.5B shape under nsys (when
+#          installed): kernel / API / memcpy summaries in $OUT/prof_<algo>.txt.
 #          -> $OUT/gpu_tests.log, $OUT/gpu_bench.log, $OUT/gpu_bench.jsonl, $OUT/report_*.json
 set -euo pipefail
 
@@ -19,17 +25,22 @@ unxz_to() {  # unxz_to FILE.xz DEST: xz if present, else Python's lzma
 
 if [ "$mode" = pack ]; then
   build=${2:-$root/build-gpu}
-  out=$root/.devcarry
+  out=$root/${3:-.devcarry}
   rm -rf "$out"
   mkdir -p "$out/bin" "$out/lib/fallback"
-  for b in angelslim angelslim_tests; do xz -6 -T2 -c "$build/bin/$b" >"$out/bin/$b.xz"; done
+  # Stripped copies (the carry is limited to the working tree's 64 MiB).
+  tmpbin=$(mktemp)
+  for b in ${PACK_BINS:-angelslim angelslim_tests}; do
+    strip -o "$tmpbin" "$build/bin/$b" && xz -6 -T2 -c "$tmpbin" >"$out/bin/$b.xz"
+  done
+  rm -f "$tmpbin"
   # Non-system shared libraries (fmt, OpenBLAS, ...); libstdc++/libgcc_s only as a fallback for an older system.
   for lib in $(ldd "$build/bin/angelslim" "$build/bin/angelslim_tests" | awk '/=> \// {print $3}' | sort -u); do
     base=$(basename "$lib")
     case "$base" in
       libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libcuda.so* | libcudart.so* | \
         libcublas.so* | libcublasLt.so* | libcusolver.so* | libcusparse.so* | libnvJitLink.so*) ;;
-      libstdc++.so* | libgcc_s.so*) xz -6 -c "$lib" >"$out/lib/fallback/$base.xz" ;;
+      libstdc++.so* | libgcc_s.so*) [ "${PACK_FALLBACK:-1}" = 0 ] || xz -6 -c "$lib" >"$out/lib/fallback/$base.xz" ;;
       *) xz -6 -c "$lib" >"$out/lib/$base.xz" ;;
     esac
   done
@@ -50,10 +61,22 @@ carry=$repo/.devcarry
 steps=${2:-tests,bench}
 OUT=${OUT:-/tmp/out}
 export OUT
-mkdir -p "$OUT" /tmp/devbin/lib /tmp/devbin/fallback
-for f in "$carry"/bin/*.xz; do unxz_to "$f" "/tmp/devbin/$(basename "$f" .xz)"; chmod +x "/tmp/devbin/$(basename "$f" .xz)"; done
-for f in "$carry"/lib/*.xz; do unxz_to "$f" "/tmp/devbin/lib/$(basename "$f" .xz)"; done
-for f in "$carry"/lib/fallback/*.xz; do [ -e "$f" ] && unxz_to "$f" "/tmp/devbin/fallback/$(basename "$f" .xz)"; done
+bins=$carry
+if [ -n "${BIN_DIR:-}" ]; then bins=$repo/$BIN_DIR; fi
+mkdir -p "$OUT"
+if [ "$(cat /tmp/devbin/.from 2>/dev/null)" != "$bins" ]; then  # unpacked once per call and binary set
+  rm -rf /tmp/devbin
+  mkdir -p /tmp/devbin/lib /tmp/devbin/fallback
+  for f in "$bins"/bin/*.xz; do
+    unxz_to "$f" "/tmp/devbin/$(basename "$f" .xz)"
+    chmod +x "/tmp/devbin/$(basename "$f" .xz)"
+  done
+  libs=$bins/lib
+  [ -e "$libs" ] || libs=$carry/lib
+  for f in "$libs"/*.xz; do unxz_to "$f" "/tmp/devbin/lib/$(basename "$f" .xz)"; done
+  for f in "$libs"/fallback/*.xz; do [ -e "$f" ] && unxz_to "$f" "/tmp/devbin/fallback/$(basename "$f" .xz)"; done
+  echo "$bins" >/tmp/devbin/.from
+fi
 for f in "$repo"/tests/data/fixtures/*/model-*.safetensors.xz; do
   [ -e "${f%.xz}" ] || unxz_to "$f" "${f%.xz}"
 done
@@ -79,4 +102,26 @@ if [[ ",$steps," == *",bench,"* ]]; then
   BIN=/tmp/devbin/angelslim bash "$repo/bench/e2e/gpu_bench.sh" >"$blog" 2>&1
   echo "gpu_bench rc=$?"
   cut -c1-1500 "$blog"
+fi
+if [[ ",$steps," == *",prof,"* ]]; then
+  nsys_bin=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  for algo in ${PROF_ALGOS:-fp8_static int4_gptq}; do
+    bin=/tmp/devbin/angelslim
+    if [ -n "$nsys_bin" ]; then
+      mkdir -p /tmp/prof && rm -f /tmp/prof/run_*
+      printf '#!/usr/bin/env bash\nexec "%s" profile -q -t cuda,osrt --sample=none --cpuctxsw=none -o /tmp/prof/run_$$ --force-overwrite true /tmp/devbin/angelslim "$@"\n' \
+        "$nsys_bin" >/tmp/devbin/angelslim_nsys
+      chmod +x /tmp/devbin/angelslim_nsys
+      bin=/tmp/devbin/angelslim_nsys
+    fi
+    mkdir -p "$OUT/prof"
+    OUT=$OUT/prof BIN=$bin REPS=1 ALGOS=$algo bash "$repo/bench/e2e/gpu_bench.sh" >"$OUT/prof_bench_$algo.log" 2>&1
+    echo "prof $algo rc=$?"; grep -v '^\[gpu-bench\]' "$OUT/prof_bench_$algo.log" | tail -3
+    rep=$(ls /tmp/prof/run_*.nsys-rep 2>/dev/null | head -1)
+    if [ -n "$nsys_bin" ] && [ -n "$rep" ]; then
+      "$nsys_bin" stats -q --format table -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,osrt_sum "$rep" 2>&1 |
+        cut -c1-300 >"$OUT/prof_$algo.txt"
+    fi
+  done
+  [ -n "$nsys_bin" ] || echo "prof: nsys not found (timing from the reports only)"
 fi

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <set>
+#include <string>
 
 #include "angelslim/calib/backend.h"
 #include "angelslim/calib/engine.h"
@@ -32,6 +33,12 @@
 #include "angelslim/quant/ignore_match.h"
 #include "angelslim/text/chat_template.h"
 #include "angelslim/text/tokenizer.h"
+
+#if ANGELSLIM_HAVE_CUDA
+namespace angelslim::cuda {
+void warm_up(int device);  // backend/cuda_calib.h
+}
+#endif
 
 namespace angelslim {
 
@@ -137,8 +144,14 @@ int run_pipeline(const RunOptions& opt) {
   RunConfig rc = load_run_config(opt.config_path, ov);
   const bool on_gpu = opt.device == "cuda";
   ANGELSLIM_CHECK(on_gpu || opt.device == "cpu", InvalidInput, "--device {}: expected cpu or cuda", opt.device);
+  std::future<void> cuda_started;
   if (on_gpu) {
     require_cuda_device();  // one clear line (Unsupported) without a CUDA build or device
+#if ANGELSLIM_HAVE_CUDA
+    // The CUDA context and cuBLAS start while the checkpoint, tokenizer and calibration set load.
+    if (const char* e = std::getenv("ANGELSLIM_CUDA_LEGACY"); !(e && std::string(e) == "1"))
+      cuda_started = std::async(std::launch::async, [] { cuda::warm_up(0); });
+#endif
   }
   for (const auto& w : rc.warnings) spdlog::warn("{}", w);
   json warnings = json::array();
@@ -232,6 +245,7 @@ int run_pipeline(const RunOptions& opt) {
       data_fp = sha256_hex(data_fp + sha256_hex(std::string_view(reinterpret_cast<const char*>(ocr->image_embeds.data()),
                                                                  ocr->image_embeds.size() * sizeof(float))));
     if (on_gpu) {
+      if (cuda_started.valid()) cuda_started.get();
       CudaCalibOptions co;
       co.batch_tokens = opt.cuda_batch_tokens;
       co.activation_budget_bytes = opt.cuda_activation_budget_bytes;

@@ -150,7 +150,7 @@ TEST(CudaAwq, PipelineMatchesCpu) {
       const AwqRun& c = pr.c;
       const AwqRun& g = pr.g;
       EXPECT_EQ(g.report["device"], "cuda");
-      int64_t groups = 0, same = 0, ties = 0, other = 0, skipped_diff = 0;
+      int64_t groups = 0, same = 0, ties = 0, other = 0, skipped_diff = 0, routed_diff = 0;
       double worst_tie = 0.0;
       ASSERT_EQ(c.report["layers"].size(), g.report["layers"].size());
       for (std::size_t l = 0; l < c.report["layers"].size(); ++l) {
@@ -159,8 +159,13 @@ TEST(CudaAwq, PipelineMatchesCpu) {
         ASSERT_EQ(gc.size(), gg.size()) << fx << " layer " << l;
         for (std::size_t i = 0; i < gc.size(); ++i) {
           EXPECT_EQ(gc[i]["group"], gg[i]["group"]);
+          // Layer 0 sees identical inputs on both backends. Later layers see inputs that differ by rounding, so an
+          // MoE token whose router scores tie can go to another expert: an expert's token count (and with it its
+          // skip decision and loss curve) may then differ by a token or two, and only the perplexity bound below
+          // applies to it.
           if (gc[i].contains("skipped") || gg[i].contains("skipped")) {
-            skipped_diff += gc[i].contains("skipped") != gg[i].contains("skipped");
+            const bool differs = gc[i].contains("skipped") != gg[i].contains("skipped");
+            (l == 0 ? skipped_diff : routed_diff) += differs;
             continue;
           }
           ++groups;
@@ -168,7 +173,11 @@ TEST(CudaAwq, PipelineMatchesCpu) {
           if (l == 0) {
             EXPECT_EQ(tc, tg) << fx << " layer 0 " << gc[i]["group"];
           }
-          EXPECT_LE(std::fabs(tc - tg), 0.01 * tc) << fx << " layer " << l << " " << gc[i]["group"];
+          EXPECT_LE(std::fabs(tc - tg), std::max(0.01 * tc, 2.0)) << fx << " layer " << l << " " << gc[i]["group"];
+          if (tc != tg) {
+            ++routed_diff;
+            continue;
+          }
           const float ac = gc[i]["alpha"].get<float>(), ag = gg[i]["alpha"].get<float>();
           if (ac == ag) {
             ++same;
@@ -191,11 +200,12 @@ TEST(CudaAwq, PipelineMatchesCpu) {
       std::printf(
           "[gpu-awq] %-12s mse_range %d: alphas %lld/%lld identical, %lld neighbours in later layers (worst +%.4f%% "
           "CPU loss), %lld "
-          "other | layer seconds cpu %.2f gpu %.2f\n",
+          "other, %lld with other tokens (MoE routing ties) | layer seconds cpu %.2f gpu %.2f\n",
           fx, mse, static_cast<long long>(same), static_cast<long long>(groups), static_cast<long long>(ties),
-          worst_tie * 100, static_cast<long long>(other), c.report["timing_s"]["layers"].get<double>(),
+          worst_tie * 100, static_cast<long long>(other), static_cast<long long>(routed_diff), c.report["timing_s"]["layers"].get<double>(),
           g.report["timing_s"]["layers"].get<double>());
       EXPECT_EQ(skipped_diff, 0) << fx;
+      if (std::string(fx) == "hy-dense-tiny") EXPECT_EQ(routed_diff, 0) << fx;  // no router: same tokens
       EXPECT_GT(groups, 0);
       pairs.push_back(std::move(pr));
     }

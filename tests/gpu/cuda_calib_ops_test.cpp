@@ -127,9 +127,10 @@ GPU_OP_TEST(attention_bf16_gemm, MatchesCpuInBf16Mode) {
   struct Case {
     int64_t n, nh, nkv, d;
   };
-  // Boundaries of the 64-row chunks, GQA groups 1-3, both head sizes, and 8192 tokens (scores in two chunks).
-  const Case cases[] = {{1, 4, 2, 64},      {65, 6, 2, 64},     {300, 6, 3, 128},
-                        {1100, 16, 8, 128}, {2048, 16, 8, 128}, {8192, 2, 1, 128}};
+  // Boundaries of the 64-row chunks, GQA groups 1-3, both head sizes, causal query chunks (about four from 1024
+  // tokens on), 8192 tokens, and rows past the softmax's shared-memory limit (12288 keys).
+  const Case cases[] = {{1, 4, 2, 64},      {65, 6, 2, 64},     {300, 6, 3, 128},  {1100, 16, 8, 128},
+                        {2048, 16, 8, 128}, {8192, 2, 1, 128}, {13000, 1, 1, 64}};
   cuda::AttentionWorkspace ws;
   uint64_t seed = 40;
   for (const auto& c : cases) {

@@ -144,7 +144,8 @@ GPU_OP_TEST(bias_scale, ExactEpilogue) {
         const float s = 0.0371f;
         std::vector<float> ref(y0.size());
         for (std::size_t i = 0; i < ref.size(); ++i) {
-          float v = with_scale ? y0[i] * s : y0[i];
+          // volatile: the product is rounded to float before the sum, as in the kernel (no FMA contraction here).
+          volatile float v = with_scale ? y0[i] * s : y0[i];
           if (with_bias) v = v + b[i % o];
           ref[i] = rb ? round_bf16(v) : v;
         }

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -257,6 +258,31 @@ TEST(CudaPipeline, SpilledActivationsGiveIdenticalOutputs) {
   EXPECT_GT(resident.report["peak_gpu_bytes"].get<int64_t>(), 0);
   for (const RunOut* r : {&half, &none})
     EXPECT_EQ(r->report["outputs"], resident.report["outputs"]) << "sha256 of the shards";
+}
+
+// The stage cache (cuda_calib.h: GPTQ's later passes start from kept intermediate results) is exact: outputs bitwise
+// equal to runs that recompute every pass from the layer input (ANGELSLIM_CUDA_STAGE_CACHE=0), several batches.
+TEST(CudaPipeline, StageCacheGivesIdenticalOutputs) {
+  ANGELSLIM_REQUIRE_GPU();
+  test::TmpDir dir("gpu-stage");
+  for (const auto& [fx, name] : {std::pair{"hy-dense-tiny", "HunyuanDense"}, std::pair{"hy-moe-tiny", "HunyuanMoE"}})
+    for (const bool actorder : {false, true}) {
+      const std::string q = gptq_yaml(4, actorder, false);
+      const std::string stem = std::string(fx) + (actorder ? "-act" : "-nat");
+      ::setenv("ANGELSLIM_CUDA_STAGE_CACHE", "0", 1);
+      const RunOut off = run_once(dir, stem + "-off", fx, name, q, "cuda", std::nullopt, 2048);
+      ::unsetenv("ANGELSLIM_CUDA_STAGE_CACHE");
+      const RunOut on = run_once(dir, stem + "-on", fx, name, q, "cuda", std::nullopt, 2048);
+      EXPECT_EQ(off.report["backend"]["stage_cache"]["hits"], 0) << stem;
+      EXPECT_FALSE(off.report["backend"]["stage_cache"]["enabled"].get<bool>()) << stem;
+      // Per layer, three of the five passes start past the layer input: dense, the gate/up stage from the attention
+      // output, the down stage from h, the propagation from h and the down_proj input; MoE, all three from the
+      // attention output.
+      const int64_t layers = on.report["model"]["layers"].get<int64_t>();
+      EXPECT_EQ(on.report["backend"]["stage_cache"]["hits"].get<int64_t>(), 3 * layers) << stem;
+      EXPECT_GT(on.report["backend"]["stage_cache"]["bytes"].get<int64_t>(), 0) << stem;
+      EXPECT_EQ(on.report["outputs"], off.report["outputs"]) << stem << ": sha256 of the shards";
+    }
 }
 
 // One layer's statistics from both backends on identical inputs (the real calibration samples of a fixture).

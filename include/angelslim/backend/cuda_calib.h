@@ -14,6 +14,10 @@
 
 namespace angelslim::cuda {
 
+// Starts the CUDA runtime on `device` (its primary context) and cuBLAS, so that a caller can overlap their start-up
+// (a few hundred ms) with host work on another thread. Errors are left for the real initialisation to report.
+void warm_up(int device);
+
 // A device observer that is also told where each ragged batch starts (its first token's index in the calibration
 // set) before the batch runs through the layer (AWQ's statistics: cuda_awq.cpp).
 class CudaBatchObserver : public CudaLinearObserver {
@@ -50,6 +54,9 @@ class CudaCalibActivations : public CalibBackend {
   std::vector<float> download_activations();
   int64_t n_batches() const { return static_cast<int64_t>(batches_.size()); }
   int64_t n_spilled_batches() const;
+  // Stage cache passes (see run()): passes that started past the layer input, and its device bytes.
+  int64_t stage_cache_hits() const { return stage_hits_; }
+  int64_t stage_cache_bytes() const { return stage_bytes_; }
 
  private:
   struct Batch {
@@ -71,6 +78,17 @@ class CudaCalibActivations : public CalibBackend {
                  CudaBatchObserver* batch_observer = nullptr);
   // Enqueues the upload of spilled batch b into staging slot `slot` on the copy stream.
   void prefetch(std::size_t b, int slot);
+  // The stage cache: GPTQ observes a layer four times (stopping after each stage's inputs) and then propagates it,
+  // each pass from the layer input. The intermediate results a pass computes -- attention output (o_proj input),
+  // residual stream after attention (h), dense MLP's down_proj input -- are kept for all tokens in the storage dtype
+  // (bf16 where every such value is bf16 already) while the linears before them are unchanged (linear_changed), so
+  // the next pass starts there. Only for observing passes without abs-max statistics or batch observers, with every
+  // batch resident and enough free memory; ANGELSLIM_CUDA_STAGE_CACHE=0 turns it off.
+  enum Piece { kPieceAttn = 0, kPieceH = 1, kPieceAct = 2 };
+  void stage_invalidate(int first_piece);
+  bool stage_reserve(const CudaDecoderLayer& L);
+  void stage_store(int piece, const Batch& b, const float* src, int64_t width);
+  void stage_load(int piece, const Batch& b, float* dst, int64_t width);
   void sample_memory();
 
   ModelConfig cfg_;
@@ -97,6 +115,12 @@ class CudaCalibActivations : public CalibBackend {
   double upload_s_ = 0.0, embed_s_ = 0.0, pass_s_ = 0.0;  // pass_s_: wall time of the layer passes (upload included)
   int64_t passes_ = 0;
   int64_t two_term_linears_ = 0, three_term_linears_ = 0;
+
+  bool stage_enabled_ = true;
+  bool stage_valid_[3] = {false, false, false};
+  int64_t stage_width_[3] = {0, 0, 0};  // values per token of each piece
+  DeviceBuffer<unsigned char> stage_[3];  // [n_tokens, width] in the storage dtype
+  int64_t stage_hits_ = 0, stage_bytes_ = 0;
 };
 
 }  // namespace angelslim::cuda

@@ -101,6 +101,26 @@ class CudaDecoderLayer {
   void forward(float* x, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
                CudaLinearObserver* observer = nullptr, CudaKvCache* cache = nullptr,
                std::span<const int64_t> seq_offsets = {});
+  // Where forward_from starts: the GPU calibration's stage cache (cuda_calib.cpp) reruns a layer whose earlier linears
+  // did not change from intermediate results it kept, instead of recomputing them.
+  //   kInput: x is the layer input (as forward()).
+  //   kAttn: x is the layer input; attn_scratch(n) holds the attention output of these tokens (the o_proj input).
+  //   kResidual: x holds h = input + o_proj(attention), the residual stream after the attention block.
+  //   kDownInput: x holds h; down_input_scratch(n) holds the dense MLP's down_proj input (dense layers only).
+  enum class Start { kInput, kAttn, kResidual, kDownInput };
+  // forward() from `start` (the same math and observer calls from that point on; the observers of the skipped part
+  // are not called). observe_only: the caller needs only the observations, so a dense layer's pass without
+  // stop_after ends after observing the down_proj input (x is then left unspecified). After the pass,
+  // attn_scratch holds the attention output when the pass computed it (start kInput, stop_after not kQkvInput), x
+  // holds h after a dense layer's kMlpInput stop, down_input_scratch the down_proj input after a dense layer's pass
+  // through the MLP. Ragged batches only (seq_offsets; pos0 0, no KV cache).
+  void forward_from(Start start, float* x, int64_t n_tokens, const ForwardOptions& opt, CudaLinearObserver* observer,
+                    std::span<const int64_t> seq_offsets, bool observe_only);
+  float* attn_scratch(int64_t n_tokens);        // [n, n_heads·head_dim] fp32
+  float* down_input_scratch(int64_t n_tokens);  // [n, d_ff] fp32
+  bool is_moe() const { return is_moe_; }
+  int64_t dense_d_ff() const { return is_moe_ ? 0 : mlp_.gate.n_out; }  // the dense MLP's width (0 for MoE)
+
   // a = input_layernorm(x): device [n, d_model] -> out = o_proj(attention(...)) device [n, d_model] (no residual).
   void attention_block(const float* a, int64_t n_tokens, int64_t pos0, const ForwardOptions& opt,
                        CudaLinearObserver* observer, CudaKvCache* cache, float* out,

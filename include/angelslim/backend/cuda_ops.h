@@ -49,6 +49,11 @@ namespace angelslim::cuda {
 // Number of usable CUDA devices; 0 when there is no driver, no device, or the runtime reports an error.
 int device_count();
 
+// ANGELSLIM_CUDA_LEGACY=1 in the environment (read once): the GPU path as of 2026-11-23 for A/B timing -- no stage
+// cache (cuda_calib.h), whole-sequence attention chunks with the three-read softmax, no CUDA warm-up thread. Results
+// are those of the current path up to the GEMM summation order of the attention scores.
+bool cuda_legacy();
+
 // An owning device allocation of n elements of T (cudaMalloc; move-only). Contents start undefined.
 template <class T>
 class DeviceBuffer {

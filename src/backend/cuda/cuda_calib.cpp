@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <thread>
 
 #include "angelslim/core/dtype.h"
@@ -31,6 +32,13 @@ std::unique_ptr<CalibBackend> make_cuda_calib(const ModelConfig& cfg, const Tens
 }
 
 namespace cuda {
+
+void warm_up(int device) {
+  if (cudaSetDevice(device) != cudaSuccess) return;
+  (void)cudaFree(nullptr);
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS) (void)cublasDestroy(h);
+}
 
 namespace {
 
@@ -192,6 +200,8 @@ CudaCalibActivations::CudaCalibActivations(const ModelConfig& cfg, const TensorS
     ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&loaded_[i], cudaEventDisableTiming));
     ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&computed_[i], cudaEventDisableTiming));
   }
+  if (const char* e = std::getenv("ANGELSLIM_CUDA_STAGE_CACHE"); (e && std::string(e) == "0") || cuda_legacy())
+    stage_enabled_ = false;
   baseline_gpu_bytes_ = used_gpu_bytes();
   plan_batches(options.batch_tokens);
   const auto t0 = Clock::now();
@@ -357,6 +367,7 @@ CudaDecoderLayer& CudaCalibActivations::bind(const DecoderLayer& layer, const Fo
   if (layer_ && layer_src_ == &layer && layer_->index() == layer.index) return *layer_;
   const auto t0 = Clock::now();
   layer_.reset();  // frees the previous layer's weights first
+  stage_invalidate(kPieceAttn);
   const DeviceWeights w = opt.round_bf16 ? DeviceWeights::kBF16Exact : DeviceWeights::kF32;
   layer_ = std::make_unique<CudaDecoderLayer>(ctx_, cfg_, layer, inv_freq_, w, &stager_);
   layer_src_ = &layer;
@@ -368,6 +379,23 @@ CudaDecoderLayer& CudaCalibActivations::bind(const DecoderLayer& layer, const Fo
 }
 
 void CudaCalibActivations::linear_changed(const DecoderLayer& layer, const LinearId& id) {
+  // The kept results downstream of the linear are stale now.
+  switch (id.kind) {
+    case LinearKind::kQ:
+    case LinearKind::kK:
+    case LinearKind::kV:
+      stage_invalidate(kPieceAttn);
+      break;
+    case LinearKind::kO:
+      stage_invalidate(kPieceH);
+      break;
+    case LinearKind::kGate:
+    case LinearKind::kUp:
+      stage_invalidate(kPieceAct);
+      break;
+    default:
+      break;
+  }
   if (!layer_ || layer_src_ != &layer || layer_->index() != layer.index) return;  // re-uploaded whole on next use
   const auto t0 = Clock::now();
   const Linear* lin = nullptr;
@@ -395,6 +423,76 @@ void CudaCalibActivations::linear_changed(const DecoderLayer& layer, const Linea
   three_term_linears_ += layer_->n_three_term() - three;
   ++linear_updates_;
   upload_s_ += since(t0);
+}
+
+void CudaCalibActivations::stage_invalidate(int first_piece) {
+  for (int p = first_piece; p < 3; ++p) stage_valid_[p] = false;
+}
+
+bool CudaCalibActivations::stage_reserve(const CudaDecoderLayer& L) {
+  if (!stage_enabled_) return false;
+  const int64_t width[3] = {cfg_.n_heads * cfg_.head_dim, cfg_.d_model, L.dense_d_ff()};
+  bool fits = true;
+  int64_t bytes = 0;
+  for (int p = 0; p < 3; ++p) {
+    const int64_t b = n_tokens() * width[p] * static_cast<int64_t>(elem_bytes_);
+    bytes += b;
+    fits = fits && static_cast<int64_t>(stage_[p].size()) >= b;
+  }
+  if (fits) {
+    for (int p = 0; p < 3; ++p) stage_width_[p] = width[p];
+    return true;
+  }
+  for (auto& b : stage_) b = DeviceBuffer<unsigned char>();
+  stage_bytes_ = 0;
+  stage_invalidate(kPieceAttn);
+  // What must stay free for the rest of the run: the statistics of the widest layer, the GPTQ workspace (FP64
+  // factorisation, fp32 inverse factor and Hessian, weight-sized buffers) and slack.
+  LayerShape m;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const LayerShape s = layer_shape(cfg_, l);
+    m.max_linear = std::max(m.max_linear, s.max_linear);
+    m.max_in = std::max(m.max_in, s.max_in);
+    m.hessian_floats = std::max(m.hessian_floats, s.hessian_floats);
+  }
+  std::size_t free_b = 0, total_b = 0;
+  ANGELSLIM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const int64_t margin = 4 * m.hessian_floats + 16 * m.max_in * m.max_in + 24 * m.max_linear +
+                         (int64_t{2} << 30) + static_cast<int64_t>(total_b / 50);
+  if (static_cast<int64_t>(free_b) - bytes < margin) {
+    spdlog::info("cuda: stage cache off ({:.2f} GiB needed, {:.2f} GiB free)", static_cast<double>(bytes) / (1 << 30),
+                 static_cast<double>(free_b) / (1 << 30));
+    stage_enabled_ = false;
+    return false;
+  }
+  for (int p = 0; p < 3; ++p) {
+    stage_width_[p] = width[p];
+    stage_[p].reset(static_cast<std::size_t>(n_tokens() * width[p]) * elem_bytes_);
+  }
+  stage_bytes_ = bytes;
+  return true;
+}
+
+void CudaCalibActivations::stage_store(int piece, const Batch& b, const float* src, int64_t width) {
+  const int64_t count = b.n * width;
+  if (bf16_) {
+    f32_to_bf16(ctx_, src, reinterpret_cast<uint16_t*>(stage_[piece].data()) + b.t0 * width, count);
+  } else {
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(reinterpret_cast<float*>(stage_[piece].data()) + b.t0 * width, src,
+                                         static_cast<std::size_t>(count) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         ctx_.stream()));
+  }
+}
+
+void CudaCalibActivations::stage_load(int piece, const Batch& b, float* dst, int64_t width) {
+  const int64_t count = b.n * width;
+  if (bf16_) {
+    bf16_to_f32(ctx_, reinterpret_cast<const uint16_t*>(stage_[piece].data()) + b.t0 * width, dst, count);
+  } else {
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dst, reinterpret_cast<const float*>(stage_[piece].data()) + b.t0 * width,
+                                         static_cast<std::size_t>(count) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         ctx_.stream()));
+  }
 }
 
 void CudaCalibActivations::prefetch(std::size_t b, int slot) {
@@ -434,17 +532,48 @@ LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOpt
     }
   };
   prefetch_next();
+  // Stage cache (see the header): where this pass starts, and which of its results are kept.
+  using Start = CudaDecoderLayer::Start;
+  const StopAfter stop = opt.stop_after;
+  const bool dense = !L.is_moe();
+  const bool cacheable = stage_enabled_ && !batch_observer && !spec.abs_max && spilled.empty();
+  auto observes = [&](std::initializer_list<LinearKind> kinds) {
+    for (const LinearKind k : kinds)
+      if (spec.hessian.count(k)) return true;
+    return false;
+  };
+  using K = LinearKind;
+  Start start = Start::kInput;
+  if (cacheable && stop != StopAfter::kQkvInput) {
+    if (dense && stop == StopAfter::kNone && stage_valid_[kPieceH] && stage_valid_[kPieceAct] &&
+        !observes({K::kQ, K::kK, K::kV, K::kO, K::kGate, K::kUp}))
+      start = Start::kDownInput;
+    else if (dense && stop != StopAfter::kOInput && stage_valid_[kPieceH] && !observes({K::kQ, K::kK, K::kV, K::kO}))
+      start = Start::kResidual;
+    else if (stage_valid_[kPieceAttn] && !observes({K::kQ, K::kK, K::kV}))
+      start = Start::kAttn;
+  }
+  const bool keep_any = cacheable && !advance && stop != StopAfter::kQkvInput;
+  bool keep[3] = {keep_any && start == Start::kInput,
+                  keep_any && dense && stop == StopAfter::kMlpInput && (start == Start::kInput || start == Start::kAttn),
+                  keep_any && dense && stop == StopAfter::kNone && start != Start::kDownInput};
+  if ((keep[0] || keep[1] || keep[2]) && !stage_reserve(L)) keep[0] = keep[1] = keep[2] = false;
+  const bool observe_only = !advance && !batch_observer && stage_enabled_;
+  if (start != Start::kInput) ++stage_hits_;
   int slot = 0;
   for (std::size_t bi = 0; bi < batches_.size(); ++bi) {
     Batch& b = batches_[bi];
     const int64_t count = b.n * d;
     float* x = x_.data();
+    const bool x_is_h = start == Start::kResidual || start == Start::kDownInput;
     if (b.on_device) {
-      if (bf16_)
-        bf16_to_f32(ctx_, b.dev16.data(), x, count);
-      else if (advance)
+      if (advance && !bf16_)
         x = b.dev32.data();  // in place
-      else
+      if (x_is_h)
+        stage_load(kPieceH, b, x, d);
+      else if (bf16_)
+        bf16_to_f32(ctx_, b.dev16.data(), x, count);
+      else if (!advance)
         ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(x, b.dev32.data(), static_cast<std::size_t>(count) * sizeof(float),
                                              cudaMemcpyDeviceToDevice, ctx_.stream()));
     } else {
@@ -457,7 +586,12 @@ LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOpt
                                              cudaMemcpyDeviceToDevice, ctx_.stream()));
     }
     if (batch_observer) batch_observer->begin_batch(ctx_, b.t0, b.n);
-    L.forward(x, b.n, 0, opt, obs, nullptr, b.segs);
+    if (start == Start::kAttn) stage_load(kPieceAttn, b, L.attn_scratch(b.n), stage_width_[kPieceAttn]);
+    if (start == Start::kDownInput) stage_load(kPieceAct, b, L.down_input_scratch(b.n), stage_width_[kPieceAct]);
+    L.forward_from(start, x, b.n, opt, obs, b.segs, observe_only);
+    if (keep[kPieceAttn]) stage_store(kPieceAttn, b, L.attn_scratch(b.n), stage_width_[kPieceAttn]);
+    if (keep[kPieceH]) stage_store(kPieceH, b, x, stage_width_[kPieceH]);
+    if (keep[kPieceAct]) stage_store(kPieceAct, b, L.down_input_scratch(b.n), stage_width_[kPieceAct]);
     if (advance) {
       if (b.on_device) {
         if (bf16_) f32_to_bf16(ctx_, x, b.dev16.data(), count);
@@ -485,6 +619,9 @@ LayerStats CudaCalibActivations::run(const DecoderLayer& layer, const ForwardOpt
   LayerStats out = stats.finish(ctx_);
   ANGELSLIM_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
   ctx_.synchronize();
+  for (int p = 0; p < 3; ++p)
+    if (keep[p]) stage_valid_[p] = true;
+  if (advance) stage_invalidate(kPieceAttn);  // the activations moved on to the next layer
   pass_s_ += since(t_pass);
   ++passes_;
   return out;
@@ -509,6 +646,7 @@ void CudaCalibActivations::run_observed(const DecoderLayer& layer, const Forward
 
 void CudaCalibActivations::invalidate_layer() {
   ctx_.synchronize();
+  stage_invalidate(kPieceAttn);
   layer_.reset();
   layer_src_ = nullptr;
 }
@@ -565,6 +703,7 @@ nlohmann::json CudaCalibActivations::report() const {
             {"two_term_linears", two_term_linears_},
             {"three_term_linears", three_term_linears_},
             {"upload_s", upload_s_}}},
+          {"stage_cache", {{"enabled", stage_enabled_}, {"bytes", stage_bytes_}, {"hits", stage_hits_}}},
           {"embed_s", embed_s_},
           {"passes", passes_},
           {"pass_s", pass_s_},

@@ -226,8 +226,10 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   float* dd = grow(tmp_, rk);
   float* dmh = grow(tmp2_, rk);
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::sub_f32(s, sm, dwhat, dw, dd, static_cast<int64_t>(rk)), "sub_kernel");
-  double* dquad = grow(a_, kk);  // the factorisation buffer is free now: two FP64 accumulators
-  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(dquad, 0, 2 * sizeof(double), s));
+  double* dquad = grow(a_, kk);  // the factorisation buffer is free now: three FP64 accumulators
+  ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(dquad, 0, 3 * sizeof(double), s));
+  // ||W - W_hat||² (err_fro) from the same difference.
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::dot_f64(s, sm, dd, dd, static_cast<int64_t>(rk), dquad + 2), "dot_f64_kernel");
   const float zero = 0.0f;
   for (int which = 0; which < 2; ++which) {
     const float* m = which == 0 ? dd : dw;
@@ -244,8 +246,8 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     download(ctx_, dscales, n_par, res.scales.data());
     download(ctx_, dzeros, n_par, res.zeros.data());
   }
-  double quad[2] = {0.0, 0.0}, loss = 0.0;
-  download(ctx_, dquad, 2, quad);
+  double quad[3] = {0.0, 0.0, 0.0}, loss = 0.0;
+  download(ctx_, dquad, 3, quad);
   download(ctx_, dloss, 1, &loss);
   int flag = 0;
   download(ctx_, dinfo, 1, &flag);
@@ -267,12 +269,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
         break;
     }
   }
-  double e2 = 0.0;
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    const double d = static_cast<double>(w[i]) - res.w_hat[i];
-    e2 += d * d;
-  }
-  res.err_fro = std::sqrt(e2);
+  res.err_fro = std::sqrt(quad[2]);
   return res;
 }
 

@@ -428,6 +428,72 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
   add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
 }
 
+float* CudaDecoderLayer::attn_scratch(int64_t n) {
+  ensure_scratch(n);
+  return attn_.data();
+}
+
+float* CudaDecoderLayer::down_input_scratch(int64_t n) {
+  ANGELSLIM_CHECK(!is_moe_, InvalidInput, "layer {}: down_input_scratch is for dense layers", index_);
+  ensure_scratch(n);
+  return g_.data();
+}
+
+void CudaDecoderLayer::forward_from(Start start, float* x, int64_t n, const ForwardOptions& opt,
+                                    CudaLinearObserver* obs, std::span<const int64_t> seq_offsets, bool observe_only) {
+  if (start == Start::kInput && !observe_only) {
+    forward(x, n, 0, opt, obs, nullptr, seq_offsets);
+    return;
+  }
+  check_mode(opt);
+  ANGELSLIM_CHECK(n >= 0, InvalidInput, "layer {}: n_tokens {} (expected >= 0)", index_, n);
+  ANGELSLIM_CHECK(start != Start::kDownInput || !is_moe_, InvalidInput,
+                  "layer {}: a pass from the down_proj input needs a dense layer", index_);
+  if (n == 0) return;
+  ensure_scratch(n);
+  const bool rb = opt.round_bf16;
+  const int64_t d_model = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim;
+  if (start == Start::kInput) {
+    rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+    attention_block(a_.data(), n, 0, opt, obs, nullptr, o_buf_.data(), seq_offsets);
+    if (opt.stop_after == StopAfter::kQkvInput || opt.stop_after == StopAfter::kOInput) return;
+  } else if (start == Start::kAttn) {
+    // attention_block's tail: observe the o_proj input, then o_proj.
+    observe(obs, LinearKind::kO, -1, false, attn_.data(), n, qd, nullptr);
+    if (opt.stop_after == StopAfter::kOInput) return;
+    apply_linear(o_, attn_.data(), n, o_buf_.data(), rb);
+  }
+  if (start == Start::kInput || start == Start::kAttn) add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+  if (start == Start::kDownInput) {
+    ANGELSLIM_CHECK(opt.stop_after == StopAfter::kNone, InvalidInput,
+                    "layer {}: a pass from the down_proj input cannot stop before it", index_);
+    observe(obs, LinearKind::kDown, -1, false, g_.data(), n, mlp_.down.n_in, nullptr);
+    if (observe_only) return;
+    apply_linear(mlp_.down, g_.data(), n, o_buf_.data(), rb);
+    add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+    return;
+  }
+  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  if (opt.stop_after == StopAfter::kMlpInput && !is_moe_) {
+    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, d_model, nullptr);
+    return;
+  }
+  if (observe_only && !is_moe_ && opt.stop_after == StopAfter::kNone) {
+    // mlp_forward up to the down_proj input (its output is not needed).
+    const int64_t dff = mlp_.gate.n_out;
+    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, mlp_.gate.n_in, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, mlp_.up.n_in, nullptr);
+    apply_linear(mlp_.gate, a_.data(), n, g_.data(), rb);
+    apply_linear(mlp_.up, a_.data(), n, u_.data(), rb);
+    swiglu(ctx_, g_.data(), u_.data(), g_.data(), n * dff, rb);
+    observe(obs, LinearKind::kDown, -1, false, g_.data(), n, dff, nullptr);
+    return;
+  }
+  ffn_block(a_.data(), n, opt, obs, o_buf_.data());
+  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+}
+
 CudaDecoderLayer::Lin& CudaDecoderLayer::linear_of(const LinearId& id) {
   ANGELSLIM_CHECK(id.layer == index_, InvalidInput, "CudaDecoderLayer {}: linear {} belongs to another layer", index_,
                   id.full_name());

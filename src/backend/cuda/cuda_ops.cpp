@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "backend/cuda/kernels.h"
 
@@ -38,6 +40,14 @@ int device_count() {
     return 0;
   }
   return n;
+}
+
+bool cuda_legacy() {
+  static const bool b = [] {
+    const char* e = std::getenv("ANGELSLIM_CUDA_LEGACY");
+    return e && std::string(e) == "1";
+  }();
+  return b;
 }
 
 CudaContext::CudaContext(int device) : device_(device) {
@@ -294,9 +304,12 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
   ANGELSLIM_CUDA_CHECK_LAUNCH(
       kernels::to_head_major_bf16(s, sm, v, n, static_cast<int>(n_kv_heads), static_cast<int>(d), ws.v16.data()),
       "to_head_major_kernel");
-  // Query chunk: the [n_heads, chunk, keys] fp32 scores stay under 256 MiB (64-row multiples).
+  // Query chunk: the [n_heads, chunk, keys] fp32 scores stay under 256 MiB (64-row multiples), and a sequence of
+  // 1024 tokens or more runs in about four chunks, so that the causal mask's upper triangle is mostly not computed
+  // (chunk q0 scores keys [0, q0 + chunk) only: 5/8 of the full square with four).
   constexpr int64_t kScoreBytes = int64_t{256} << 20;
   int64_t chunk = std::max<int64_t>(64, kScoreBytes / (n_heads * n * 4) / 64 * 64);
+  if (!cuda_legacy()) chunk = std::min(chunk, std::max<int64_t>(256, (n / 4 + 63) / 64 * 64));
   chunk = std::min(chunk, n);
   ws.s.ensure(static_cast<std::size_t>(n_heads * chunk * n));
   grow16(ws.p16, n_heads * chunk * n);
@@ -314,7 +327,7 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
           ws.q16.data() + (g * n + q0) * d, CUDA_R_16BF, m_d, group * n * d, &zero, ws.s.data() + g * qc * nk,
           CUDA_R_32F, m_nk, group * qc * nk, nkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
-    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::softmax_rows_bf16(s, ws.s.data(), n_heads * qc, qc, nk, q0, ws.p16.data()),
+    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::softmax_rows_bf16(s, ws.s.data(), n_heads * qc, qc, nk, q0, ws.p16.data(), !cuda_legacy()),
                                 "softmax_rows_kernel");
     for (int64_t g = 0; g < group; ++g) {
       // Column-major O_h (D × qc) = V_j (D × nk) · P_h (nk × qc).

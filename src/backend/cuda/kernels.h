@@ -35,8 +35,9 @@ cudaError_t attention(cudaStream_t s, const float* q, const float* k, const floa
 
 // Tensor-core attention helpers (attention_gemm.cu).
 cudaError_t to_head_major_bf16(cudaStream_t s, int sm, const float* x, int64_t len, int n_heads, int d, uint16_t* out);
+// row_in_smem: keep rows of up to 12288 keys in shared memory (one read of the scores; same results).
 cudaError_t softmax_rows_bf16(cudaStream_t s, const float* scores, int64_t n_rows, int64_t rows_per_head,
-                              int64_t n_keys, int64_t q0, uint16_t* p);
+                              int64_t n_keys, int64_t q0, uint16_t* p, bool row_in_smem = true);
 cudaError_t from_head_major(cudaStream_t s, int sm, const float* o, int64_t rows, int n_heads, int d, int64_t q0,
                             float* out, bool rb);
 
