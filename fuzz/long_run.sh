@@ -12,18 +12,7 @@ CORPUS=${3:?}
 OUT=${4:?}
 WORKERS=${5:-2}
 mkdir -p "$OUT/logs" "$OUT/artifacts"
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-
-dict_of() {
-  case $1 in
-    chat_template) echo jinja ;;
-    run_config) echo yaml ;;
-    tiktoken) echo tiktoken ;;
-    image) echo image ;;
-    *) echo json ;;
-  esac
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 worker() {
   local bin=$1 name=$2 w=$3 log="$OUT/logs/$2.$3.log" end=$((SECONDS + SECS)) left
