@@ -456,7 +456,7 @@ void Loader::parse_quantization(const Section& comp) {
   const Section m =
       section(q.get("quant_method"), q.key_path("quant_method"),
               {"weight", "activation", "kv_cache", "group_size", "zero_point", "mse_range", "actorder", "desc_act",
-               "dequant_to_bf16", "damp_percent", "moe_min_token_fraction", "awq_output_dtype"},
+               "dequant_to_bf16", "damp_percent", "moe_min_token_fraction", "awq_output_dtype", "weight_rounding"},
               {});
   const bool method_ok = q.has_value("quant_method") && m.ok;
   if (method_ok) require(m, "weight", fp8 ? "per-tensor or per-channel" : "per-group or per-channel");
@@ -546,6 +546,20 @@ void Loader::parse_quantization(const Section& comp) {
     warn_unused(m, "mse_range", "read by AWQ only");
   }
 
+  // weight_rounding (ext): fp8_static weights rounded to nearest (default) or with GPTQ's error feedback
+  if (auto v = get_string(m, "weight_rounding")) {
+    if (*v != "rtn" && *v != "gptq")
+      problem(m.key_path("weight_rounding"), fmt::format("'{}' is not supported", *v), "rtn or gptq");
+    else if (*v == "gptq" && out.algo == QuantAlgo::kFp8Dynamic)
+      problem(m.key_path("weight_rounding"), "gptq needs calibration data, which fp8_dynamic does not read",
+              "rtn, or name: fp8_static");
+    else if (fp8)
+      out.fp8_gptq_rounding = *v == "gptq";
+    else if (algo_known_)
+      warn_unused(m, "weight_rounding", "read by FP8 only (GPTQ and AWQ have their own rounding)");
+  }
+  const bool fp8_gptq = fp8 && out.fp8_gptq_rounding;
+
   // GPTQ-only keys
   if (auto v = get_bool(m, "actorder"); v && gptq) out.actorder = *v;
   if (auto v = get_bool(m, "desc_act"); v && gptq) out.desc_act = *v;
@@ -553,12 +567,12 @@ void Loader::parse_quantization(const Section& comp) {
   if (auto v = get_float(m, "damp_percent")) {
     if (!(*v > 0.0 && *v <= 1.0))
       problem(m.key_path("damp_percent"), fmt::format("is {}", *v), "a number in (0, 1]");
-    else if (gptq)
+    else if (gptq || fp8_gptq)
       out.damp_percent = *v;
   }
   if (algo_known_ && !gptq)
     for (std::string_view k : {"actorder", "desc_act", "dequant_to_bf16", "damp_percent"})
-      warn_unused(m, k, "read by GPTQ only");
+      if (k != "damp_percent" || !fp8_gptq) warn_unused(m, k, "read by GPTQ only");
   if (auto v = get_float(m, "moe_min_token_fraction")) {
     if (!(*v >= 0.0 && *v <= 1.0))
       problem(m.key_path("moe_min_token_fraction"), fmt::format("is {}", *v), "a number in [0, 1]");

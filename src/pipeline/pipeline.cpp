@@ -202,7 +202,7 @@ int run_pipeline(const RunOptions& opt) {
                                   rc.config_path.string(), rc.quant.name));
   }
 
-  // OCR + FP8 + quant_vit: the ViT linears are quantized too (SPEC 4.3.5).
+  // OCR + FP8 + quant_vit: the ViT linears are quantized too (SPEC 4.3.6).
   std::unique_ptr<VitFp8Quantizer> vit_fp8;
   if (cfg.family == ModelFamily::kOcr && rc.quant.is_fp8() && rc.quant.quant_vit)
     vit_fp8 = std::make_unique<VitFp8Quantizer>(rc, cfg, store);
@@ -446,7 +446,7 @@ int run_pipeline(const RunOptions& opt) {
       {"warnings", warnings},
       {"resume", resume_report},
   };
-  if (!vit_report.is_null()) report["vit_linears"] = vit_report;  // quant_vit (SPEC 4.3.5)
+  if (!vit_report.is_null()) report["vit_linears"] = vit_report;  // quant_vit (SPEC 4.3.6)
   write_file_atomic(out.tmp() / "quant_report.json", report.dump(2) + "\n");
   out.commit();
   if (ckpt) ckpt->remove();

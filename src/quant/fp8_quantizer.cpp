@@ -6,8 +6,10 @@
 #include <cmath>
 #include <future>
 
+#include "angelslim/calib/stats.h"
 #include "angelslim/core/error.h"
 #include "angelslim/core/parallel.h"
+#include "angelslim/quant/gptq.h"
 
 namespace angelslim {
 
@@ -32,6 +34,8 @@ Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vec
       static_(rc.quant.algo == QuantAlgo::kFp8Static),
       per_channel_(rc.quant.weight == WeightGranularity::kPerChannel),
       save_fp8_(rc.quant.save_name == SaveName::kFp8),
+      gptq_rounding_(rc.quant.fp8_gptq_rounding && static_),
+      damp_percent_(rc.quant.damp_percent),
       ignore_(rc.quant.ignore_layers),
       ignore_list_(std::move(ignore_list)) {}
 
@@ -101,11 +105,44 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
     const auto t0 = Clock::now();
     StatsSpec spec;
     spec.abs_max = true;
+    if (gptq_rounding_) spec.hessian = {LinearKind::kQ, LinearKind::kO, LinearKind::kGate, LinearKind::kDown};
     obs = calib->advance_stats(L, ForwardOptions{cfg_.torch_dtype != "float32"}, spec);
     report["calib_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
   }
   weights.get();
   report["weights_s"] = weights_s;
+
+  // GPTQ rounding: the scales above stay; each weight is re-rounded column by column with GPTQ's error feedback
+  // on H = (2/N) X^T X of its unquantized calibration input (the pass above). A linear no token reached (an
+  // expert) keeps its round-to-nearest weight.
+  std::vector<json> rounding(todo.size());
+  if (gptq_rounding_) {
+    const auto t0 = Clock::now();
+    std::map<std::string, std::vector<std::size_t>> by_input;  // input group -> todo indices
+    for (std::size_t i = 0; i < todo.size(); ++i) by_input[input_group(todo[i].first)].push_back(i);
+    for (const auto& [key, members] : by_input) {
+      int64_t tokens = 0;
+      const std::vector<float> h = obs.take_hessian(todo[members.front()].first, &tokens);
+      for (std::size_t i : members) {
+        const Linear& lin = *todo[i].second;
+        if (h.empty()) {
+          rounding[i] = {{"rounding", "rtn"}, {"reason", "no calibration token reached this linear"}};
+          continue;
+        }
+        GptqOptions go;
+        go.fp8_scales = wout[i].w.scale;
+        go.order = GptqOrder::kDescAct;  // no groups: act order only sets the column order
+        go.damp_percent = static_cast<float>(damp_percent_);
+        go.name = todo[i].first.full_name();
+        GptqResult r = gptq_quantize(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), h, go);
+        wout[i].w.data = std::move(r.codes);
+        wout[i].err = rel_error(lin.w, r.w_hat);
+        rounding[i] = {{"rounding", r.fallback ? "rtn" : "gptq"}, {"damp", r.damp}, {"gptq_loss", r.loss}};
+        if (r.fallback) rounding[i]["reason"] = "every Cholesky factorisation failed";
+      }
+    }
+    report["gptq_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
 
   // Input scales: experts share one value per layer for gate/up and one for down (vLLM's fused MoE).
   float expert_in_gu = 0.0f, expert_in_down = 0.0f;
@@ -145,6 +182,7 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
                 {"weight_scale", per_channel_ ? json(nullptr) : json(o.w.scale[0])},
                 {"input_scale", static_ ? json(o.input_scale) : json(nullptr)},
                 {"act_amax", static_ ? json(stat.amax) : json(nullptr)}};
+    if (!rounding[i].is_null()) rec.update(rounding[i]);
     report["linears"].push_back(std::move(rec));
     out_[id.full_name()] = std::move(o);
   }

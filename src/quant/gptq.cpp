@@ -9,7 +9,9 @@
 #include <memory>
 #include <numeric>
 
+#include "angelslim/core/dtype.h"
 #include "angelslim/core/error.h"
+#include "angelslim/quant/fp8_weight.h"
 
 // LAPACK (OpenBLAS) with 32-bit integers; the trailing size_t is gfortran's hidden length of the char argument.
 extern "C" {
@@ -85,8 +87,14 @@ double quadratic_loss(std::span<const float> w, const std::vector<float>& w_hat,
 GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span<const float> h,
                          const GptqOptions& opt) {
   const std::string& name = opt.name.empty() ? std::string("linear") : opt.name;
-  ANGELSLIM_CHECK(opt.bits >= 2 && opt.bits <= 8, InvalidInput, "{}: GPTQ bits must be in [2, 8], got {}", name,
-                  opt.bits);
+  const bool fp8 = !opt.fp8_scales.empty();
+  ANGELSLIM_CHECK(fp8 || (opt.bits >= 2 && opt.bits <= 8), InvalidInput, "{}: GPTQ bits must be in [2, 8], got {}",
+                  name, opt.bits);
+  ANGELSLIM_CHECK(!fp8 || opt.fp8_scales.size() == 1 || opt.fp8_scales.size() == static_cast<std::size_t>(rows),
+                  InvalidInput, "{}: {} FP8 scales, expected 1 (per tensor) or {} (per channel)", name,
+                  opt.fp8_scales.size(), rows);
+  for (float sc : opt.fp8_scales)
+    ANGELSLIM_CHECK(std::isfinite(sc) && sc > 0.0f, InvalidInput, "{}: FP8 scale {} must be finite and > 0", name, sc);
   ANGELSLIM_CHECK(rows >= 1 && cols >= 1 && w.size() == static_cast<std::size_t>(rows) * cols, InvalidInput,
                   "{}: weight has {} elements, expected [{}, {}]", name, w.size(), rows, cols);
   ANGELSLIM_CHECK(h.size() == static_cast<std::size_t>(cols) * cols, InvalidInput,
@@ -102,7 +110,7 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
                     i / cols, i % cols, h[i]);
 
   const int k = cols;
-  const int g = resolve_group_size(opt.group_size, k);
+  const int g = fp8 ? k : resolve_group_size(opt.group_size, k);
   const GridKind kind = opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
   const std::size_t kk = static_cast<std::size_t>(k) * k;
 
@@ -148,12 +156,19 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
 
   if (!factored) {
     // Every factorisation failed: RTN on the same grid, natural order (SPEC 4.4.3 step 4).
-    QuantizedMatrix q = rtn_quantize(w, rows, cols, GridSpec{kind, opt.bits, g, opt.scale_dtype});
     std::iota(res.perm.begin(), res.perm.end(), 0);
-    res.codes = std::move(q.codes);
-    res.scales = std::move(q.scales);
-    res.zeros = std::move(q.zeros);
-    res.w_hat = std::move(q.dequant);
+    if (fp8) {
+      Fp8Weight q = quantize_fp8_with_scales(w, rows, cols, opt.fp8_scales);
+      res.w_hat = dequantize_fp8(q, rows, cols);
+      res.codes = std::move(q.data);
+      res.scales = std::move(q.scale);
+    } else {
+      QuantizedMatrix q = rtn_quantize(w, rows, cols, GridSpec{kind, opt.bits, g, opt.scale_dtype});
+      res.codes = std::move(q.codes);
+      res.scales = std::move(q.scales);
+      res.zeros = std::move(q.zeros);
+      res.w_hat = std::move(q.dequant);
+    }
     res.g_idx.resize(k);
     for (int c = 0; c < k; ++c) res.g_idx[c] = c / g;
     res.fallback = true;
@@ -165,11 +180,15 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
     const bool static_groups = opt.order == GptqOrder::kActOrderStatic;
     res.codes.resize(w.size());
     res.w_hat.resize(w.size());
-    res.scales.resize(static_cast<std::size_t>(rows) * res.n_groups);
-    res.zeros.resize(res.scales.size());
+    if (fp8) {
+      res.scales = opt.fp8_scales;
+    } else {
+      res.scales.resize(static_cast<std::size_t>(rows) * res.n_groups);
+      res.zeros.resize(res.scales.size());
+    }
 
     // 5. Static groups: parameters from the original W per original group.
-    if (static_groups) {
+    if (static_groups && !fp8) {
       for (int r = 0; r < rows; ++r)
         for (int gi = 0; gi < res.n_groups; ++gi) {
           const GroupParams p =
@@ -218,7 +237,7 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
         for (int i = i1; i < i2; ++i) {
           float* col = w1.data() + static_cast<std::size_t>(i - i1) * nr;
           const int gi = static_groups ? perm[i] / g : i / g;
-          if (!static_groups && i % g == 0) {
+          if (!static_groups && !fp8 && i % g == 0) {
             // Dynamic group: min/max per row of the current columns i .. i+g (in W1 inside the block; beyond
             // it only at a block start, where wt is fully updated).
             for (int r = 0; r < nr; ++r) lo[r] = hi[r] = col[r];
@@ -242,12 +261,22 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
           uint8_t* code_col = codes_t.data() + static_cast<std::size_t>(i) * rows + r0;
           double col_loss = 0.0;
           for (int r = 0; r < nr; ++r) {
-            const std::size_t pi = static_cast<std::size_t>(r0 + r) * res.n_groups + gi;
-            const GroupParams p{res.scales[pi], res.zeros[pi]};
             const float x = col[r];
-            const int q = quantize_code(x, p, opt.bits);
-            const float dq = dequantize_code(q, p);
-            code_col[r] = static_cast<uint8_t>(q);
+            uint8_t q;
+            float dq;
+            if (fp8) {
+              // The FP8 writer's rounding (quantize_fp8_with_scales / dequantize_fp8), column by column.
+              const float sc = res.scales.size() == 1 ? res.scales[0] : res.scales[static_cast<std::size_t>(r0 + r)];
+              q = f32_to_fp8e4m3(x / sc);
+              dq = fp8e4m3_to_f32(q) * sc;
+            } else {
+              const std::size_t pi = static_cast<std::size_t>(r0 + r) * res.n_groups + gi;
+              const GroupParams p{res.scales[pi], res.zeros[pi]};
+              const int qi = quantize_code(x, p, opt.bits);
+              q = static_cast<uint8_t>(qi);
+              dq = dequantize_code(qi, p);
+            }
+            code_col[r] = q;
             out_col[r] = dq;
             const float diff = x - dq;
             e[r] = diff / d;

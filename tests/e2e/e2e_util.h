@@ -16,6 +16,15 @@ namespace angelslim::test {
 
 inline const std::string kData = ANGELSLIM_TEST_DATA;
 
+// The compression.quantization blocks the end-to-end tests start from (YAML, indented for the quantization key).
+inline constexpr const char* kFp8Static =
+    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
+inline constexpr const char* kFp8Dynamic =
+    "    name: fp8_dynamic\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
+inline constexpr const char* kGptq4 =
+    "    name: int4_gptq\n    bits: 4\n    quant_method:\n      weight: per-group\n      group_size: 128\n"
+    "      actorder: true\n";
+
 // Same allocator tuning as tools/angelslim/main.cpp (per-sample buffers stay on the heap, no mmap churn).
 inline const bool kMallocTuned = (mallopt(M_MMAP_THRESHOLD, 32 << 20), mallopt(M_TRIM_THRESHOLD, 256 << 20), true);
 

@@ -15,10 +15,9 @@ namespace {
 
 using test::TmpDir;
 namespace fs = std::filesystem;
+using test::kFp8Static;
 
 const std::string kDense = test::kData + "/fixtures/hy-dense-tiny";
-const char* kFp8Static =
-    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
 
 // A model directory of symlinks to the dense fixture's files, without those in `drop`.
 fs::path linked_model(const fs::path& dir, const std::vector<std::string>& drop = {}) {

@@ -14,11 +14,9 @@ namespace {
 using nlohmann::json;
 using test::TmpDir;
 namespace fs = std::filesystem;
+using test::kFp8Dynamic;
+using test::kFp8Static;
 
-const char* kFp8Static =
-    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
-const char* kFp8Dynamic =
-    "    name: fp8_dynamic\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
 
 float scalar(const TensorStore& st, const std::string& n) { return st.get(n).to_f32().at(0); }
 

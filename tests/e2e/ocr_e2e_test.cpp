@@ -131,14 +131,16 @@ void check_calibration_report(const OcrRun& r) {
 }
 
 const char* kFp8 =
-    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n"
+    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n      weight_rounding: gptq\n"
     "    quant_vit: false\n    ignore_layers:\n      - lm_head\n";
 
 // FP8 has 3 mantissa bits: its round-to-nearest at 8 bits is FP8 itself, weights rounded to e4m3 and activations
-// scaled per forward (fp8_dynamic, no calibration). fp8_static must be no worse than that (static input scales
-// from the calibration images cost at most 5%). INT8 g128 weight-only RTN, a finer grid with unquantized
-// activations, is printed for reference only: no W8A8 FP8 format reaches it.
-TEST(OcrE2E, Fp8StaticVisionUntouchedAndNearFp8Rtn) {
+// scaled per forward (fp8_dynamic, no calibration). fp8_static as configs/hunyuan_ocr ships it (weight_rounding:
+// gptq, SPEC 4.3.5) must be below that: the calibration images buy both the static input scales and the GPTQ
+// rounding of the weights (measured 4.04e-2 vs 5.95e-2; with round-to-nearest weights fp8_static measured
+// 6.12e-2, a tie within the +-2% that the static scale's mantissa alone moves it). INT8 g128 weight-only RTN, a
+// finer grid with unquantized activations, is printed for reference only: no W8A8 FP8 format reaches it.
+TEST(OcrE2E, Fp8StaticVisionUntouchedAndBelowFp8Rtn) {
   OcrRun r("ocr_fp8", kFp8);
   expect_vision_identical(r.out);
   check_calibration_report(r);
@@ -162,7 +164,7 @@ TEST(OcrE2E, Fp8StaticVisionUntouchedAndNearFp8Rtn) {
               e_dyn, rtn);
   EXPECT_TRUE(std::isfinite(e));
   if (test::kCheckQuality) {
-    EXPECT_LT(e, 1.05 * e_dyn);
+    EXPECT_LT(e, 0.9 * e_dyn);
   }
 }
 

@@ -16,14 +16,10 @@ namespace {
 using nlohmann::json;
 using test::TmpDir;
 namespace fs = std::filesystem;
+using test::kFp8Dynamic;
+using test::kFp8Static;
+const char* const kGptq = test::kGptq4;
 
-const char* kFp8Dynamic =
-    "    name: fp8_dynamic\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
-const char* kFp8Static =
-    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
-const char* kGptq =
-    "    name: int4_gptq\n    bits: 4\n    quant_method:\n      weight: per-group\n      group_size: 128\n"
-    "      actorder: true\n";
 
 // The output of a config goes to <save path>/<YAML stem>; `out` is that directory.
 std::vector<std::string> quantize_args(const fs::path& cfg, const fs::path& out) {

@@ -20,12 +20,9 @@ namespace {
 using nlohmann::json;
 using test::TmpDir;
 namespace fs = std::filesystem;
+using test::kFp8Static;
+const char* const kGptq = test::kGptq4;
 
-const char* kFp8Static =
-    "    name: fp8_static\n    bits: 8\n    quant_method:\n      weight: per-tensor\n      activation: per-tensor\n";
-const char* kGptq =
-    "    name: int4_gptq\n    bits: 4\n    quant_method:\n      weight: per-group\n      group_size: 128\n"
-    "      actorder: true\n";
 const char* kAwq =
     "    name: int4_awq\n    bits: 4\n    quant_method:\n      weight: per-group\n      group_size: 128\n"
     "      zero_point: true\n      mse_range: false\n";

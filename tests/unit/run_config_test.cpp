@@ -348,6 +348,10 @@ TEST(RunConfig, RejectedCombinations) {
       {config_with("    name: fp8_static\n" + fp8qm), "compression.quantization.quant_method.activation", "missing"},
       {config_with("    name: fp8_static\n" + fp8qm + "      activation: per-token\n"),
        "compression.quantization.quant_method.activation", "per-token"},
+      {config_with("    name: fp8_static\n" + fp8qm + "      activation: per-tensor\n      weight_rounding: awq\n"),
+       "compression.quantization.quant_method.weight_rounding", "expected rtn or gptq"},
+      {config_with("    name: fp8_dynamic\n" + fp8qm + "      weight_rounding: gptq\n", ""),
+       "compression.quantization.quant_method.weight_rounding", "fp8_dynamic"},
       {config_with("    name: fp8_dynamic\n" + fp8qm + "      kv_cache: per-tensor\n", ""),
        "compression.quantization.quant_method.kv_cache", "must be absent"},
       {config_with("    name: fp8_static\n    quant_method:\n      weight: per-group\n      activation: per-tensor\n"),
@@ -523,6 +527,18 @@ TEST(RunConfig, Warnings) {
                           "", "HunyuanVL")));
   EXPECT_TRUE(c.quant.quant_vit);
   EXPECT_TRUE(c.warnings.empty());
+  // weight_rounding (ext): gptq on fp8_static is honoured with damp_percent, silently; on GPTQ it is warned.
+  c = load_run_config(t.write("w9.yaml", config_with("    name: fp8_static\n    quant_method:\n      weight: per-tensor\n"
+                                                     "      activation: per-tensor\n      weight_rounding: gptq\n"
+                                                     "      damp_percent: 0.05\n")));
+  EXPECT_TRUE(c.quant.fp8_gptq_rounding);
+  EXPECT_DOUBLE_EQ(c.quant.damp_percent, 0.05);
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings[0];
+  EXPECT_EQ(c.to_json()["compression"]["quantization"]["quant_method"]["weight_rounding"], "gptq");
+  c = load_run_config(t.write("w10.yaml", config_with(std::string(kGptq4) + "      weight_rounding: gptq\n")));
+  EXPECT_FALSE(c.quant.fp8_gptq_rounding);
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("quant_method.weight_rounding: ignored"), std::string::npos) << c.warnings[0];
 }
 
 TEST(RunConfig, SyntaxAndFileErrors) {

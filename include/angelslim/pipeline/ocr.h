@@ -1,5 +1,5 @@
 // HunyuanOCR parts of a quantization run: the multimodal calibration set run through the vision tower
-// (SPEC 4.1 step 3), FP8 of the ViT linears with quant_vit (SPEC 4.3.5), and the vision entries of each
+// (SPEC 4.1 step 3), FP8 of the ViT linears with quant_vit (SPEC 4.3.6), and the vision entries of each
 // format's config (SPEC 5.3.1 `dynamic`, 5.4 `modules_to_not_convert`, 5.5 FP8 ignore list).
 #pragma once
 #include <cstdint>
@@ -43,7 +43,7 @@ std::vector<std::string> ocr_fp8_ignore(const RunConfig& rc, const ModelConfig& 
 // modules_to_not_convert to ["visual", "vit"] (SPEC 5.4). No-op for other formats.
 void ocr_edit_quant_config(const ModelConfig& cfg, nlohmann::ordered_json& config);
 
-// FP8 of the ViT linears (quant_vit, SPEC 4.3.5): observes the inputs' abs-max during the calibration pass, then
+// FP8 of the ViT linears (quant_vit, SPEC 4.3.6): observes the inputs' abs-max during the calibration pass, then
 // writes weight (F8_E4M3), weight_scale (F32) and input_scale (F32, static only) per linear, q/k/v sharing one
 // weight scale (vLLM fuses them). Conv2d and perceive.mlp stay BF16.
 class VitFp8Quantizer {

@@ -1,5 +1,7 @@
 // FP8 static/dynamic W8A8 (SPEC 4.3): per-tensor (or per-channel) e4m3 weights, static per-tensor input
 // scales from abs-max over real calibration tokens, scales shared across the projections vLLM fuses.
+// Optionally (fp8_static, weight_rounding: gptq) the weights keep those scales but are rounded with GPTQ's
+// error feedback on the calibration Hessian (SPEC 4.3.5).
 #pragma once
 #include <map>
 
@@ -31,6 +33,8 @@ class Fp8Quantizer : public LayerQuantizer {
   bool static_;
   bool per_channel_;
   bool save_fp8_;
+  bool gptq_rounding_;  // quant_method.weight_rounding: gptq (ext, fp8_static)
+  double damp_percent_;
   IgnoreMatcher ignore_;
   std::vector<std::string> ignore_list_;  // the "ignore" list written to the config (SPEC 5.5)
   std::map<std::string, Out> out_;

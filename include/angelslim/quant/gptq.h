@@ -28,6 +28,9 @@ struct GptqOptions {
   int block_size = 128;        // B of the lazy block update
   ScaleDType scale_dtype = ScaleDType::kBF16;
   std::string name;  // linear name for error messages
+  // Non-empty: FP8 E4M3 rounding with these fixed scales (1 = per tensor, rows = per channel) instead of an
+  // integer grid; bits, group_size, sym and scale_dtype are not read, codes are e4m3 bytes of W / scale.
+  std::vector<float> fp8_scales;
 };
 
 struct GptqResult {
@@ -36,9 +39,10 @@ struct GptqResult {
   int group_size = 0;  // resolved (per channel: cols)
   int n_groups = 0;
   std::vector<uint8_t> codes;   // [rows, cols] u8. Original column order, except kFold: column i holds
-                                // original column perm[i]
-  std::vector<float> scales;    // [rows, n_groups] f32 (bf16-representable by default), indexed by g_idx
-  std::vector<int32_t> zeros;   // [rows, n_groups] i32
+                                // original column perm[i]. FP8 mode: e4m3 bytes
+  std::vector<float> scales;    // [rows, n_groups] f32 (bf16-representable by default), indexed by g_idx;
+                                // FP8 mode: options.fp8_scales
+  std::vector<int32_t> zeros;   // [rows, n_groups] i32; FP8 mode: empty
   std::vector<int32_t> g_idx;   // [cols] i32: group of stored column c (same order as codes)
   std::vector<int32_t> perm;    // [cols] i32: position i quantized original column perm[i] (identity when
                                 // natural or after the RTN fallback)
