@@ -16,6 +16,7 @@
 #include "angelslim/core/error.h"
 #include "angelslim/ops/cpu_ops.h"
 #include "angelslim/quant/awq.h"
+#include "angelslim/quant/awq_apply.h"
 #include "angelslim/quant/awq_clip.h"
 #include "angelslim/quant/pack.h"
 
@@ -202,10 +203,6 @@ struct GroupResult {
     return j;
   }
 };
-
-bool all_ones(const std::vector<float>& s) {
-  return std::all_of(s.begin(), s.end(), [](float v) { return v == 1.0f; });
-}
 
 }  // namespace
 
@@ -472,53 +469,15 @@ void AwqQuantizer::Impl::run(const StatsObserver& obs, std::vector<GroupResult>&
   const double search_s = since(t_search);
 
   // ---- Apply in the order of SPEC 4.5.3 / 4.5.4 (all searched on the unscaled weights above).
-  auto fold_norm = [&](std::vector<float>& norm, const std::string& name, const std::vector<float>& s) {
-    const DType dt = source_dtype(name);
-    auto f = awq_fold_norm(norm, s, dt);
-    norm = f.weight;
-    q.modified_[name] = encode_float_dtype(norm, dt);
-    return f.s_eff;
-  };
-  auto scale_cols = [](Linear& lin, const std::vector<float>& s) {
-    scale_columns(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), s);
-  };
-  auto divide_linear_rows = [&](Linear& lin, const std::string& module, const std::vector<float>& s) {
-    divide_rows(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), s);
-    if (!lin.bias.empty()) {
-      for (std::size_t r = 0; r < lin.bias.size(); ++r) lin.bias[r] /= s[r];
-      const DType dt = source_dtype(module + ".bias");
-      for (auto& b : lin.bias) b = round_to_dtype(b, dt);
-      q.modified_[module + ".bias"] = encode_float_dtype(lin.bias, dt);
-    }
-  };
-  std::vector<float> s_attn_in, s_mlp_in;  // effective input scales (clip inputs are divided by them)
-  if (!attn_in.s.empty() && !all_ones(attn_in.s)) {
-    s_attn_in = fold_norm(L.input_norm, prefix + "input_layernorm.weight", attn_in.s);
-    for (Linear* lin : {&L.q, &L.k, &L.v}) scale_cols(*lin, s_attn_in);
-  }
-  if (!attn_out.s.empty() && !all_ones(attn_out.s)) {
-    divide_linear_rows(L.v, lid(LinearKind::kV).full_name(), attn_out.s);
-    scale_cols(L.o, attn_out.s);
-  }
-  if (!mlp_in.s.empty() && !all_ones(mlp_in.s)) {
-    s_mlp_in = fold_norm(L.post_norm, prefix + "post_attention_layernorm.weight", mlp_in.s);
-    for (auto& [id, lin] : mlp_in_members) scale_cols(*lin, s_mlp_in);
-    if (L.is_moe) {
-      // Router compensation: logits from the rescaled input are unchanged up to the router's storage rounding.
-      const std::string rname = prefix + "mlp.gate.wg.weight";
-      const DType dt = source_dtype(rname);
-      scale_columns(L.router, static_cast<int>(cfg.n_experts), static_cast<int>(H), s_mlp_in);
-      for (auto& v : L.router) v = round_to_dtype(v, dt);
-      q.modified_[rname] = encode_float_dtype(L.router, dt);
-    }
-  }
-  for (auto& g : outs) {
-    if (g.r.s.empty() || all_ones(g.r.s)) continue;
+  AwqLayerScales chosen{attn_in.s, attn_out.s, mlp_in.s, mlp_in_members, {}};
+  for (const auto& g : outs) {
     LinearId up_id = g.down_id;
     up_id.kind = LinearKind::kUp;
-    divide_linear_rows(g.mlp->up, up_id.full_name(), g.r.s);
-    scale_cols(g.mlp->down, g.r.s);
+    chosen.mlp_out.push_back({g.mlp, up_id, g.r.s});
   }
+  const AwqFolded folded = apply_awq_scales(
+      L, cfg, chosen, [&](const std::string& n) { return source_dtype(n); }, q.modified_);
+  const std::vector<float>&s_attn_in = folded.attn_in, &s_mlp_in = folded.mlp_in;
 
   // ---- Clip inputs (SPEC 4.5.6), gathered before any clipping from the scaled FP block: up to 1024 tokens,
   // every ceil(N/1024)-th of the linear's N input tokens.

@@ -15,6 +15,7 @@
 #include "angelslim/backend/cuda_calib.h"
 #include "angelslim/core/error.h"
 #include "angelslim/quant/awq.h"
+#include "angelslim/quant/awq_apply.h"
 #include "angelslim/quant/awq_clip.h"
 #include "angelslim/quant/layer_quantizer.h"
 #include "backend/cuda/awq_kernels.h"
@@ -44,10 +45,6 @@ std::vector<float> mean_of(const std::vector<double>& sum, int64_t n, int64_t k)
   if (sum.empty() || n == 0) return m;
   for (int64_t c = 0; c < k; ++c) m[sz(c)] = static_cast<float>(sum[sz(c)] / static_cast<double>(n));
   return m;
-}
-
-bool all_ones(const std::vector<float>& s) {
-  return std::all_of(s.begin(), s.end(), [](float v) { return v == 1.0f; });
 }
 
 // Uploads host int64 rows into a growing device buffer (synchronously, so the buffer may be reused right after the
@@ -571,53 +568,16 @@ void LayerAwq::run() {
   obs->o_gram_ = DeviceBuffer<float>();
   const double search_s = since(t_search);
 
-  // ---- Apply in the order of SPEC 4.5.3 / 4.5.4 (host, as the CPU quantizer).
-  auto fold_norm = [&](std::vector<float>& norm, const std::string& name, const std::vector<float>& s) {
-    const DType dt = p_.source_dtype(name);
-    auto f = awq_fold_norm(norm, s, dt);
-    norm = f.weight;
-    out_.modified[name] = encode_float_dtype(norm, dt);
-    return f.s_eff;
-  };
-  auto scale_cols = [](Linear& lin, const std::vector<float>& s) {
-    scale_columns(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), s);
-  };
-  auto divide_linear_rows = [&](Linear& lin, const std::string& module, const std::vector<float>& s) {
-    divide_rows(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), s);
-    if (!lin.bias.empty()) {
-      for (std::size_t r = 0; r < lin.bias.size(); ++r) lin.bias[r] /= s[r];
-      const DType dt = p_.source_dtype(module + ".bias");
-      for (auto& b : lin.bias) b = round_to_dtype(b, dt);
-      out_.modified[module + ".bias"] = encode_float_dtype(lin.bias, dt);
-    }
-  };
-  std::vector<float> s_attn_in, s_mlp_in;
-  if (!attn_in.s.empty() && !all_ones(attn_in.s)) {
-    s_attn_in = fold_norm(L_.input_norm, prefix_ + "input_layernorm.weight", attn_in.s);
-    for (Linear* lin : {&L_.q, &L_.k, &L_.v}) scale_cols(*lin, s_attn_in);
-  }
-  if (!attn_out.s.empty() && !all_ones(attn_out.s)) {
-    divide_linear_rows(L_.v, lid(LinearKind::kV).full_name(), attn_out.s);
-    scale_cols(L_.o, attn_out.s);
-  }
-  if (!mlp_in.s.empty() && !all_ones(mlp_in.s)) {
-    s_mlp_in = fold_norm(L_.post_norm, prefix_ + "post_attention_layernorm.weight", mlp_in.s);
-    for (auto& [id, lin] : mlp_in_members) scale_cols(*lin, s_mlp_in);
-    if (L_.is_moe) {
-      const std::string rname = prefix_ + "mlp.gate.wg.weight";
-      const DType dt = p_.source_dtype(rname);
-      scale_columns(L_.router, static_cast<int>(cfg_.n_experts), static_cast<int>(H_), s_mlp_in);
-      for (auto& v : L_.router) v = round_to_dtype(v, dt);
-      out_.modified[rname] = encode_float_dtype(L_.router, dt);
-    }
-  }
-  for (auto& g : outs) {
-    if (g.r.s.empty() || all_ones(g.r.s)) continue;
+  // ---- Apply in the order of SPEC 4.5.3 / 4.5.4 (host, the CPU quantizer's code).
+  AwqLayerScales chosen{attn_in.s, attn_out.s, mlp_in.s, mlp_in_members, {}};
+  for (const auto& g : outs) {
     LinearId up_id = g.down_id;
     up_id.kind = LinearKind::kUp;
-    divide_linear_rows(g.mlp->up, up_id.full_name(), g.r.s);
-    scale_cols(g.mlp->down, g.r.s);
+    chosen.mlp_out.push_back({g.mlp, up_id, g.r.s});
   }
+  const AwqFolded folded = apply_awq_scales(
+      L_, cfg_, chosen, [&](const std::string& n) { return p_.source_dtype(n); }, out_.modified);
+  const std::vector<float>&s_attn_in = folded.attn_in, &s_mlp_in = folded.mlp_in;
 
   // ---- Clip inputs (SPEC 4.5.6) on the device, from the scaled FP block before any clipping.
   const auto t_clip = Clock::now();
