@@ -16,19 +16,6 @@ namespace angelslim {
 using nlohmann::json;
 using nlohmann::ordered_json;
 
-namespace {
-
-float rel_error(const std::vector<float>& w, const std::vector<float>& d) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    num += double(w[i] - d[i]) * double(w[i] - d[i]);
-    den += double(w[i]) * double(w[i]);
-  }
-  return den > 0 ? static_cast<float>(std::sqrt(num / den)) : 0.0f;
-}
-
-}  // namespace
-
 Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vector<std::string> ignore_list)
     : cfg_(cfg),
       static_(rc.quant.algo == QuantAlgo::kFp8Static),
@@ -93,11 +80,31 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
       else
         o.w = quantize_fp8_with_scales(
             lin.w, rows, cols, std::vector<float>{fp8_scale_from_amax(group_amax.at(group_key(todo[i].first)))});
-      o.err = rel_error(lin.w, dequantize_fp8(o.w, rows, cols));
+      o.err = fp8_rel_error(lin.w, dequantize_fp8(o.w, rows, cols));
     });
     weights_s = std::chrono::duration<double>(Clock::now() - t0).count();
   };
-  std::future<void> weights = std::async(std::launch::async, quantize_weights);
+  // A backend that holds the layer's weights on its device after the pass (CUDA) quantizes them there instead, bit for
+  // bit the same (CalibBackend::quantize_fp8_weights); it may decline, and then the host path runs after the pass.
+  const bool on_device = calib != nullptr && calib->fp8_weights_on_device();
+  auto quantize_weights_on_device = [&] {
+    const auto t0 = Clock::now();
+    std::vector<LinearId> ids;
+    std::vector<int> group;  // per fused group (group_key)
+    std::map<std::string, int> group_index;
+    for (const auto& [id, lin] : todo) {
+      ids.push_back(id);
+      group.push_back(group_index.try_emplace(group_key(id), static_cast<int>(group_index.size())).first->second);
+    }
+    std::vector<Fp8Weight> w;
+    std::vector<float> err;
+    if (!calib->quantize_fp8_weights(L, ids, group, per_channel_, w, err)) return false;
+    for (std::size_t i = 0; i < todo.size(); ++i) wout[i] = WeightOut{std::move(w[i]), err[i]};
+    weights_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    return true;
+  };
+  std::future<void> weights;
+  if (!on_device) weights = std::async(std::launch::async, quantize_weights);
   LayerStats obs;
   if (static_) {
     ANGELSLIM_ASSERT(calib != nullptr);
@@ -109,7 +116,14 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
     obs = calib->advance_stats(L, ForwardOptions{cfg_.torch_dtype != "float32"}, spec);
     report["calib_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  weights.get();
+  if (on_device) {
+    const bool done = quantize_weights_on_device();
+    if (!done) quantize_weights();
+    report["weights_device"] = done ? calib->device_name() : "cpu";
+  } else {
+    weights.get();
+    report["weights_device"] = "cpu";
+  }
   report["weights_s"] = weights_s;
 
   // GPTQ rounding: the scales above stay; each weight is re-rounded column by column with GPTQ's error feedback
@@ -136,7 +150,7 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
         go.name = todo[i].first.full_name();
         GptqResult r = gptq_quantize(lin.w, static_cast<int>(lin.n_out), static_cast<int>(lin.n_in), h, go);
         wout[i].w.data = std::move(r.codes);
-        wout[i].err = rel_error(lin.w, r.w_hat);
+        wout[i].err = fp8_rel_error(lin.w, r.w_hat);
         rounding[i] = {{"rounding", r.fallback ? "rtn" : "gptq"}, {"damp", r.damp}, {"gptq_loss", r.loss}};
         if (r.fallback) rounding[i]["reason"] = "every Cholesky factorisation failed";
       }

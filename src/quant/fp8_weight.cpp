@@ -70,6 +70,15 @@ Fp8Weight quantize_fp8_per_channel(std::span<const float> w, int rows, int cols)
   return quantize_fp8_with_scales(w, rows, cols, s);
 }
 
+float fp8_rel_error(std::span<const float> w, std::span<const float> d) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    num += double(w[i] - d[i]) * double(w[i] - d[i]);
+    den += double(w[i]) * double(w[i]);
+  }
+  return den > 0 ? static_cast<float>(std::sqrt(num / den)) : 0.0f;
+}
+
 std::vector<float> dequantize_fp8(const Fp8Weight& q, int rows, int cols) {
   ANGELSLIM_CHECK(q.data.size() == static_cast<std::size_t>(rows) * cols &&
                       (q.scale.size() == 1 || q.scale.size() == static_cast<std::size_t>(rows)),

@@ -8,8 +8,9 @@
 // flipped near-tie changes the rest of the row, and later layers quantize on slightly different Hessians. The two
 // outputs are then different but equally good quantizations; so the checks are (first GPU run, 4 windows: codes
 // differed 13-23% in natural/desc_act order, perplexity by -0.03..+0.53%, with both signs):
-//   FP8: weights and weight scales bitwise equal (computed from the weights on the host); input scales within
-//        2 bf16 ulps of the activation abs-max; perplexity within 0.1% (32 held-out windows).
+//   FP8: weights and weight scales bitwise equal (fp8_static: quantized on the GPU, cuda_fp8_test.cpp; fp8_dynamic:
+//        on the host); input scales within 2 bf16 ulps of the activation abs-max; perplexity within 0.1% (32
+//        held-out windows).
 //   GPTQ: where the inputs are identical (layer 0 q/k/v) codes equal except rounding near-ties (<= 1e-3 of them);
 //         the GPU-vs-CPU-solver test (cuda_gptq_test.cpp) shows the solvers agree exactly on one Hessian; per run
 //         perplexity within 0.5% and the mean per-linear relative output error within 2%; the mean perplexity change
@@ -197,6 +198,13 @@ PairResult check_pair(const std::string& fixture, const std::string& model_name,
     EXPECT_EQ(d.fp8_diff, 0) << label;
     EXPECT_EQ(d.weight_scale_diff, 0) << label;
     EXPECT_LE(d.input_scale_max_ulps, 2.0) << label;
+    // fp8_static: the weights were quantized on the GPU (cuda_fp8.cpp), not by the host fallback.
+    const char* off = std::getenv("ANGELSLIM_CUDA_FP8_WEIGHTS");
+    if (label == "fp8_static" && !cuda::cuda_legacy() && !(off && std::string(off) == "0")) {
+      for (const auto& l : g.report["layers"]) {
+        EXPECT_EQ(l.value("weights_device", std::string()), "cuda") << label << ": layer " << l.value("index", -1);
+      }
+    }
   } else {
     EXPECT_GT(d.codes, 0);
     // Identical inputs (layer 0, first stage): codes equal except rounding near-ties.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,8 @@ class CudaBatchObserver : public CudaLinearObserver {
   virtual void begin_batch(CudaContext& ctx, int64_t first_token, int64_t n_tokens) = 0;
 };
 
+class Fp8WeightQuantizer;  // src/backend/cuda/fp8_weights.h
+
 class CudaCalibActivations : public CalibBackend {
  public:
   // samples: token ids per sample (each >= 1 token, ids < vocab_size: InvalidInput otherwise). Embeds them.
@@ -39,6 +42,12 @@ class CudaCalibActivations : public CalibBackend {
   LayerStats observe_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
   LayerStats advance_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
   void linear_changed(const DecoderLayer& layer, const LinearId& id) override;
+  // FP8 weights from the device copy of the layer (cuda_fp8.cpp); off with ANGELSLIM_CUDA_LEGACY=1 or
+  // ANGELSLIM_CUDA_FP8_WEIGHTS=0. Declines (host path) for linears whose device weights are not exactly the host's
+  // (fp32 weights that bf16 cannot hold, in the bf16 forward mode).
+  bool fp8_weights_on_device() const override;
+  bool quantize_fp8_weights(const DecoderLayer& layer, std::span<const LinearId> ids, std::span<const int> group,
+                            bool per_channel, std::vector<Fp8Weight>& out, std::vector<float>& err) override;
   nlohmann::json report() const override;
 
   CudaContext& context() { return ctx_; }
@@ -115,6 +124,10 @@ class CudaCalibActivations : public CalibBackend {
   double upload_s_ = 0.0, embed_s_ = 0.0, pass_s_ = 0.0;  // pass_s_: wall time of the layer passes (upload included)
   int64_t passes_ = 0;
   int64_t two_term_linears_ = 0, three_term_linears_ = 0;
+
+  std::unique_ptr<Fp8WeightQuantizer> fp8_;
+  int64_t fp8_layers_ = 0, fp8_declined_ = 0;
+  double fp8_s_ = 0.0;
 
   bool stage_enabled_ = true;
   bool stage_valid_[3] = {false, false, false};

@@ -7,11 +7,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "angelslim/calib/stats.h"
 #include "angelslim/model/hunyuan.h"
+#include "angelslim/quant/fp8_weight.h"
 
 namespace angelslim {
 
@@ -34,6 +36,20 @@ class CalibBackend {
   // The weights of linear `id` of `layer` changed since the layer was last run (GPTQ propagates quantized weights
   // to its later stages): a backend holding a copy of the layer refreshes it. The CPU backend reads `layer` itself.
   virtual void linear_changed(const DecoderLayer& /*layer*/, const LinearId& /*id*/) {}
+  // FP8 weight quantization on the backend's device (the CUDA backend holds the layer's weights after a pass).
+  // Whether this backend offers it; if not, the FP8 quantizer quantizes on host threads while the pass runs.
+  virtual bool fp8_weights_on_device() const { return false; }
+  // Quantizes linears `ids` of `layer` (the layer of the last pass; another one is uploaded first) exactly as
+  // quantize_fp8_with_scales / quantize_fp8_per_channel (quant/fp8_weight.h) do on the host: per tensor, the linears
+  // with equal group[i] share the scale fp8_scale_from_amax(max of their abs-max); per channel, one scale per row.
+  // out[i]: bytes and scales, bit for bit the host's; err[i]: ‖W − dequant(out[i])‖_F / ‖W‖_F (the host's value up to
+  // FP64 summation order). Returns false, writing nothing, where it cannot guarantee that (the device does not hold
+  // the weights exactly, a weight is not finite): the caller then quantizes on the host.
+  virtual bool quantize_fp8_weights(const DecoderLayer& /*layer*/, std::span<const LinearId> /*ids*/,
+                                    std::span<const int> /*group*/, bool /*per_channel*/,
+                                    std::vector<Fp8Weight>& /*out*/, std::vector<float>& /*err*/) {
+    return false;
+  }
   // The host activations for algorithms that only have a CPU implementation (AWQ); nullptr when the backend keeps
   // them elsewhere.
   virtual CalibActivations* host_activations() { return nullptr; }

@@ -34,6 +34,9 @@ Fp8Weight quantize_fp8_per_tensor(std::span<const float> w, int rows, int cols);
 // scale[r] = fp8_scale_from_amax(max |W[r, :]|).
 Fp8Weight quantize_fp8_per_channel(std::span<const float> w, int rows, int cols);
 
+// ||w - d||_F / ||w||_F in FP64 (0 when w is all zero): the per-linear error the FP8 report records.
+float fp8_rel_error(std::span<const float> w, std::span<const float> d);
+
 // fp8 * scale back to f32; returns [rows, cols] f32.
 std::vector<float> dequantize_fp8(const Fp8Weight& q, int rows, int cols);
 

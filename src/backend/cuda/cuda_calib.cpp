@@ -14,6 +14,7 @@
 
 #include "angelslim/core/dtype.h"
 #include "angelslim/core/error.h"
+#include "backend/cuda/fp8_weights.h"
 
 namespace angelslim {
 
@@ -704,6 +705,7 @@ nlohmann::json CudaCalibActivations::report() const {
             {"three_term_linears", three_term_linears_},
             {"upload_s", upload_s_}}},
           {"stage_cache", {{"enabled", stage_enabled_}, {"bytes", stage_bytes_}, {"hits", stage_hits_}}},
+          {"fp8_weights", {{"layers", fp8_layers_}, {"declined", fp8_declined_}, {"seconds", fp8_s_}}},
           {"embed_s", embed_s_},
           {"passes", passes_},
           {"pass_s", pass_s_},

@@ -527,6 +527,19 @@ float* CudaDecoderLayer::weights_f32(const LinearId& id) {
   return linear_of(id).w32.data();
 }
 
+CudaDecoderLayer::ExactWeights CudaDecoderLayer::exact_weights(const LinearId& id) {
+  const Lin& d = linear_of(id);
+  ExactWeights e;
+  e.n_out = d.n_out;
+  e.n_in = d.n_in;
+  if (weights_ == DeviceWeights::kF32)
+    e.f32 = d.w32.data();
+  else if ((weights_ == DeviceWeights::kBF16Exact && d.w16_lo.empty() && d.w16_lo2.empty()) ||
+           (weights_ == DeviceWeights::kBF16 && n_rounded_ == 0))
+    e.bf16 = d.w16.data();  // a single term: every element needed no second one (split_bf16_terms), so it is exact
+  return e;
+}
+
 void CudaDecoderLayer::update_linear(const LinearId& id, const Linear& lin) {
   Lin& d = linear_of(id);
   ANGELSLIM_CHECK(lin.n_out == d.n_out && lin.n_in == d.n_in, InvalidInput,

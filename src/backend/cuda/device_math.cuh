@@ -56,4 +56,18 @@ __device__ __forceinline__ float block_sum(float v, float* shared32) {
   return v;
 }
 
+// Block-wide max of non-negative floats' bit patterns (they order like the floats): every thread passes its own m,
+// thread 0 gets the result (others: unspecified). red: __shared__ unsigned int[32]; blockDim.x a multiple of 32.
+__device__ inline unsigned int block_max_bits(unsigned int m, unsigned int* red) {
+  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < static_cast<int>(blockDim.x >> 5) ? red[lane] : 0u;
+    for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  }
+  return m;
+}
+
 }  // namespace angelslim::cuda::kernels

@@ -118,15 +118,8 @@ __global__ void abs_max_kernel(const float* x, int64_t n, float* out) {
   __shared__ unsigned int red[32];
   unsigned int m = 0;
   GRID_STRIDE(i, n) m = max(m, __float_as_uint(fabsf(x[i])));
-  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) red[warp] = m;
-  __syncthreads();
-  if (warp == 0) {
-    m = lane < static_cast<int>(blockDim.x >> 5) ? red[lane] : 0u;
-    for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if (lane == 0) atomicMax(reinterpret_cast<unsigned int*>(out), m);
-  }
+  m = block_max_bits(m, red);
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(out), m);
 }
 
 // Thread per column, grid-stride over row chunks; atomicMax per column.
