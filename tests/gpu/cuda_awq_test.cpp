@@ -161,8 +161,8 @@ TEST(CudaAwq, PipelineMatchesCpu) {
           EXPECT_EQ(gc[i]["group"], gg[i]["group"]);
           // Layer 0 sees identical inputs on both backends. Later layers see inputs that differ by rounding, so an
           // MoE token whose router scores tie can go to another expert: an expert's token count (and with it its
-          // skip decision and loss curve) may then differ by a token or two, and only the perplexity bound below
-          // applies to it.
+          // skip decision and loss curve) may then differ, and only the perplexity bound below applies to it. The
+          // flips compound over layers: 5 of 433 tokens (1.2%) on an H100 on 2026-12-06, so 3% or 4 tokens.
           if (gc[i].contains("skipped") || gg[i].contains("skipped")) {
             const bool differs = gc[i].contains("skipped") != gg[i].contains("skipped");
             (l == 0 ? skipped_diff : routed_diff) += differs;
@@ -173,7 +173,7 @@ TEST(CudaAwq, PipelineMatchesCpu) {
           if (l == 0) {
             EXPECT_EQ(tc, tg) << fx << " layer 0 " << gc[i]["group"];
           }
-          EXPECT_LE(std::fabs(tc - tg), std::max(0.01 * tc, 2.0)) << fx << " layer " << l << " " << gc[i]["group"];
+          EXPECT_LE(std::fabs(tc - tg), std::max(0.03 * tc, 4.0)) << fx << " layer " << l << " " << gc[i]["group"];
           if (tc != tg) {
             ++routed_diff;
             continue;
