@@ -187,7 +187,14 @@ ModelConfig parse_model_config(const json& root, const std::string& origin) {
     if (!e->is_number()) throw InvalidInput(fmt::format("{}: field 'rms_norm_eps' must be a number", origin));
     c.rms_norm_eps = static_cast<float>(e->get<double>());
   }
-  c.tie_word_embeddings = r.bool_opt("tie_word_embeddings", root.value("tie_word_embeddings", true));
+  // Nested text configs (hunyuan_vl) may keep the flag at the top level; either place must hold a boolean.
+  bool tie_default = true;
+  if (const auto it = root.find("tie_word_embeddings"); it != root.end() && !it->is_null()) {
+    if (!it->is_boolean())
+      throw InvalidInput(fmt::format("{}: field 'tie_word_embeddings' must be true or false", origin));
+    tie_default = it->get<bool>();
+  }
+  c.tie_word_embeddings = r.bool_opt("tie_word_embeddings", tie_default);
   c.attention_bias = r.bool_opt("attention_bias", false);
   c.mlp_bias = r.bool_opt("mlp_bias", false);
   c.use_qk_norm = r.bool_opt("use_qk_norm", true);
