@@ -138,12 +138,7 @@ class CudaDecoderLayer {
   // Linear `id`'s device weights where they equal the host's fp32 weights exactly (FP8 weight quantization on the
   // device, cuda_fp8.cpp): fp32 (kF32), or bf16 bits (kBF16Exact with one term, kBF16 with no value rounded); both
   // null otherwise.
-  struct ExactWeights {
-    const float* f32 = nullptr;
-    const uint16_t* bf16 = nullptr;
-    int64_t n_out = 0, n_in = 0;
-  };
-  ExactWeights exact_weights(const LinearId& id);
+  DeviceWeightsView exact_weights(const LinearId& id);
 
   DeviceWeights weights() const { return weights_; }
   int64_t index() const { return index_; }

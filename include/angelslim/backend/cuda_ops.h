@@ -46,6 +46,14 @@ namespace angelslim::cuda {
 
 namespace angelslim::cuda {
 
+// One linear's weights on the device, [rows, cols] row-major, exactly as the host holds them: fp32, or bf16 bits when
+// every weight is bf16-representable (exactly one of the two non-null; both null: no exact device copy).
+struct DeviceWeightsView {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
 // Number of usable CUDA devices; 0 when there is no driver, no device, or the runtime reports an error.
 int device_count();
 

@@ -172,14 +172,14 @@ bool CudaCalibActivations::quantize_fp8_weights(const DecoderLayer& layer, std::
   std::vector<DeviceWeightsView> views;
   views.reserve(ids.size());
   for (const LinearId& id : ids) {
-    const CudaDecoderLayer::ExactWeights e = L.exact_weights(id);
+    const DeviceWeightsView e = L.exact_weights(id);
     if (!e.f32 && !e.bf16) {
       spdlog::debug("cuda: layer {} {}: device weights are not the exact host weights; FP8 weights on the host",
                     layer.index, id.rel_name());
       ++fp8_declined_;
       return false;
     }
-    views.push_back(DeviceWeightsView{e.f32, e.bf16, e.n_out, e.n_in});
+    views.push_back(e);
   }
   if (!fp8_) fp8_ = std::make_unique<Fp8WeightQuantizer>(ctx_);
   if (!fp8_->quantize(views, group, per_channel, out, err)) {

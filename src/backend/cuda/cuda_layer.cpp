@@ -527,11 +527,11 @@ float* CudaDecoderLayer::weights_f32(const LinearId& id) {
   return linear_of(id).w32.data();
 }
 
-CudaDecoderLayer::ExactWeights CudaDecoderLayer::exact_weights(const LinearId& id) {
+DeviceWeightsView CudaDecoderLayer::exact_weights(const LinearId& id) {
   const Lin& d = linear_of(id);
-  ExactWeights e;
-  e.n_out = d.n_out;
-  e.n_in = d.n_in;
+  DeviceWeightsView e;
+  e.rows = d.n_out;
+  e.cols = d.n_in;
   if (weights_ == DeviceWeights::kF32)
     e.f32 = d.w32.data();
   else if ((weights_ == DeviceWeights::kBF16Exact && d.w16_lo.empty() && d.w16_lo2.empty()) ||

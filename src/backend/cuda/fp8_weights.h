@@ -14,14 +14,6 @@
 
 namespace angelslim::cuda {
 
-// One linear's weights on the device, [rows, cols] row-major, exactly as the host holds them: fp32, or bf16 bits when
-// every weight is bf16-representable (exactly one of the two non-null).
-struct DeviceWeightsView {
-  const float* f32 = nullptr;
-  const uint16_t* bf16 = nullptr;
-  int64_t rows = 0, cols = 0;
-};
-
 class Fp8WeightQuantizer {
  public:
   explicit Fp8WeightQuantizer(CudaContext& ctx);
