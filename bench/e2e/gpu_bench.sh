@@ -4,10 +4,12 @@
 # 2048 tokens of the bundled ShareGPT file; wall time from process start to output written (median of REPS), real
 # calibration tokens, peak GPU memory.
 # Optional: BENCH_7B=1 adds int4_gptq on the 7B shape (one run; BENCH_7B_ONLY=1 runs only that), each step of it
-# limited to BENCH_7B_TIMEOUT seconds (default 300). BENCH_A13B=N (N layers, e.g. 2) adds an A13B-shaped checkpoint
+# limited to BENCH_7B_TIMEOUT seconds (default 300); BENCH_7B_LAYERS=N synthesizes N of its 32 layers (the report's
+# per-layer time extrapolates to 32). BENCH_A13B=N (N layers, e.g. 2) adds an A13B-shaped checkpoint
 # with N decoder layers: fp8_static and int4_gptq once each, per-layer seconds and peak GPU memory from the report,
 # extrapolated to the 32 layers of the real model (BENCH_A13B_ONLY=1 runs only that; BENCH_A13B_TIMEOUT per step,
 # default 400). BENCH_05B=0 skips the 0.5B runs; ALGOS (default "fp8_static int4_gptq int4_awq") selects them.
+# LOG_LEVEL (default warn) is passed to every run (info shows ANGELSLIM_GPTQ_PROFILE=1 lines).
 # Runs in one device call:
 #   BIN=/path/to/angelslim bench/e2e/gpu_bench.sh  ->  prints a table; JSON lines in $OUT/gpu_bench.jsonl if OUT set.
 set -euo pipefail
@@ -86,7 +88,7 @@ bench() {  # bench LABEL MODEL ALGO REPS [MODEL_NAME]
   cfg=$(config "$1" "$2" "$3" "${5:-}")
   for rep in $(seq "$4"); do
     t0=$(date +%s.%N)
-    "${LIMIT[@]}" "$BIN" -q -c "$cfg" --device "$DEVICE" --overwrite --log-level warn
+    "${LIMIT[@]}" "$BIN" -q -c "$cfg" --device "$DEVICE" --overwrite --log-level "${LOG_LEVEL:-warn}"
     t1=$(date +%s.%N)
     times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
   done
@@ -130,8 +132,13 @@ if [ "${BENCH_7B_ONLY:-0}" != 1 ] && [ "${BENCH_A13B_ONLY:-0}" != 1 ] && [ "${BE
 fi
 if [ "${BENCH_7B:-0}" = 1 ] || [ "${BENCH_7B_ONLY:-0}" = 1 ]; then
   LIMIT=(timeout "${BENCH_7B_TIMEOUT:-300}")
-  synth hunyuan-7b "$PWD/tests/data/tokenizers/hy-a13b"
-  bench hy7b_int4_gptq "$WORK/hunyuan-7b" int4_gptq 1
+  if [ -n "${BENCH_7B_LAYERS:-}" ]; then
+    synth hunyuan-7b "$PWD/tests/data/tokenizers/hy-a13b" "$BENCH_7B_LAYERS"
+    bench "hy7b_L${BENCH_7B_LAYERS}_int4_gptq" "$WORK/hunyuan-7b-L$BENCH_7B_LAYERS" int4_gptq 1
+  else
+    synth hunyuan-7b "$PWD/tests/data/tokenizers/hy-a13b"
+    bench hy7b_int4_gptq "$WORK/hunyuan-7b" int4_gptq 1
+  fi
   LIMIT=()
 fi
 if [ -n "${BENCH_A13B:-}" ] && [ "${BENCH_A13B:-0}" != 0 ]; then

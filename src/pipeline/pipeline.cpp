@@ -51,6 +51,20 @@ namespace {
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// GPTQ solves that run at once on the GPU: one solve's host work and transfers overlap another's kernels.
+constexpr int kCudaGptqConcurrency = 4;
+
+// ANGELSLIM_GPTQ_CONCURRENCY (1..64) overrides the number of GPTQ solves that run at once (default `fallback`).
+int gptq_concurrency(int fallback) {
+  const char* env = std::getenv("ANGELSLIM_GPTQ_CONCURRENCY");
+  if (!env || !*env) return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  ANGELSLIM_CHECK(end && *end == '\0' && v >= 1 && v <= 64, InvalidInput,
+                  "ANGELSLIM_GPTQ_CONCURRENCY='{}': expected an integer in [1, 64]", env);
+  return static_cast<int>(v);
+}
+
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -263,12 +277,16 @@ int run_pipeline(const RunOptions& opt) {
         if (const char* env = std::getenv("ANGELSLIM_GPTQ_SOLVER"); env && *env) solver = env;
       ANGELSLIM_CHECK(solver == "auto" || solver == "cuda" || solver == "cpu", InvalidInput,
                       "GPTQ solver '{}': expected auto, cuda or cpu", solver);
-      if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()); gq && solver != "cpu")
-        gq->set_solver(cuda_gptq_solver(*acts), "cuda");
+      if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()); gq && solver != "cpu") {
+        const int n = gptq_concurrency(kCudaGptqConcurrency);
+        gq->set_solver(cuda_gptq_solver(*acts, n), "cuda", n);
+      }
     } else {
       auto host = std::make_unique<CalibActivations>(cfg, store, ids);
       if (ocr) host->set_multimodal(ocr->image_rows, ocr->image_embeds, std::move(ocr->xd_pos));
       acts = std::move(host);
+      if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()))
+        if (const int n = gptq_concurrency(1); n > 1) gq->set_solver(gptq_quantize, "cpu", n);
     }
     calib_report = ocr ? ocr->report : stats.to_json();
     calib_report["chat_template_sha256"] = tmpl.sha256();
@@ -361,13 +379,17 @@ int run_pipeline(const RunOptions& opt) {
   for (int64_t l = first_layer; l < cfg.n_layers; ++l) {
     const auto t0 = Clock::now();
     DecoderLayer layer = next.get();
+    const double wait_s = since(t0);
     if (l + 1 < cfg.n_layers) next = std::async(std::launch::async, load, l + 1);
     json rep = {{"index", l}, {"linears", json::array()}, {"warnings", json::array()}};
+    rep["load_wait_s"] = wait_s;  // waiting for this layer's read and conversion (overlapped with the last layer)
     quantizer->quantize_layer_with(layer, acts.get(), rep);
     log_gptq_fallbacks(l, rc, rep);
     if (host_acts && !opt.allow_nonfinite)
       check_finite_activations(host_acts->x(), cfg.d_model, sample_offsets, l);
+    const auto tw = Clock::now();
     write_layer(l, store, *quantizer, writer);
+    rep["write_s"] = since(tw);
     rep["seconds"] = since(t0);
     for (const auto& w : rep["warnings"]) {
       spdlog::warn("{}", w.get<std::string>());

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "angelslim/core/error.h"
+#include "angelslim/core/parallel.h"
 #include "angelslim/quant/pack.h"
 
 namespace angelslim {
@@ -65,69 +66,100 @@ GptqQuantizer::GptqQuantizer(const RunConfig& rc, const ModelConfig& cfg)
       awq_bf16_(rc.quant.awq_output_dtype == AwqOutputDtype::kBfloat16),
       ignore_(rc.quant.ignore_layers) {}
 
-void GptqQuantizer::quantize_group(DecoderLayer& layer, const std::vector<std::pair<LinearId, Linear*>>& members,
-                                   const std::vector<float>& h, int64_t tokens, bool starving, GptqOrder order,
-                                   json& report, std::vector<int32_t>* perm_out) {
-  (void)layer;
-  for (const auto& [id, lin] : members) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const int rows = static_cast<int>(lin->n_out), cols = static_cast<int>(lin->n_in);
-    Out o;
-    o.rows = rows;
-    o.cols = cols;
-    json rec = {{"name", id.rel_name()}, {"tokens", tokens}};
-    std::vector<float> w_hat;
-    if (starving || h.empty()) {
-      // Starving expert (SPEC 4.4.7): round-to-nearest on the same grid, never zeroed, never left in BF16.
-      GridSpec spec{sym_ ? GridKind::kGptqSym : GridKind::kGptqAsym, bits_, group_size_, scale_dtype_};
-      auto q = rtn_quantize(lin->w, rows, cols, spec);
-      o.codes = std::move(q.codes);
-      o.scales = std::move(q.scales);
-      o.zeros = std::move(q.zeros);
-      o.n_groups = q.n_groups;
-      o.g_idx.resize(static_cast<std::size_t>(cols));
-      for (int c = 0; c < cols; ++c) o.g_idx[static_cast<std::size_t>(c)] = c / q.group_size;
-      w_hat = std::move(q.dequant);
-      rec["method"] = "rtn_starving_expert";
-      rec["loss"] = nullptr;
-      rec["damp"] = nullptr;
-      rec["out_err"] = nullptr;
-    } else {
-      GptqOptions opt;
-      opt.bits = bits_;
-      opt.group_size = group_size_;
-      opt.sym = sym_;
-      opt.order = order;
-      opt.damp_percent = damp_;
-      opt.scale_dtype = scale_dtype_;
-      opt.name = id.full_name();
-      auto r = solver_(lin->w, rows, cols, h, opt);
-      rec["method"] = r.fallback ? "cholesky_fallback" : "gptq";
-      rec["damp"] = r.damp;
-      rec["loss"] = r.loss;
-      rec["dead_columns"] = r.n_dead;
-      rec["out_err"] = r.out_err >= 0.0 ? r.out_err : relative_output_error(lin->w, r.w_hat, rows, cols, h);
-      rec["solver"] = solver_name_;
-      o.codes = std::move(r.codes);
-      o.scales = std::move(r.scales);
-      o.zeros = std::move(r.zeros);
-      o.g_idx = std::move(r.g_idx);
-      o.n_groups = r.n_groups;
-      if (perm_out && order == GptqOrder::kFold && !r.fallback) *perm_out = r.perm;
-      w_hat = std::move(r.w_hat);
+GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Linear* lin = job.lin;
+  const int rows = static_cast<int>(lin->n_out), cols = static_cast<int>(lin->n_in);
+  Solved s;
+  Out& o = s.out;
+  o.rows = rows;
+  o.cols = cols;
+  json& rec = s.rec;
+  rec = {{"name", job.id.rel_name()}, {"tokens", job.tokens}};
+  if (job.starving || job.h == nullptr || job.h->empty()) {
+    // Starving expert (SPEC 4.4.7): round-to-nearest on the same grid, never zeroed, never left in BF16.
+    GridSpec spec{sym_ ? GridKind::kGptqSym : GridKind::kGptqAsym, bits_, group_size_, scale_dtype_};
+    auto q = rtn_quantize(lin->w, rows, cols, spec);
+    o.codes = std::move(q.codes);
+    o.scales = std::move(q.scales);
+    o.zeros = std::move(q.zeros);
+    o.n_groups = q.n_groups;
+    o.g_idx.resize(static_cast<std::size_t>(cols));
+    for (int c = 0; c < cols; ++c) o.g_idx[static_cast<std::size_t>(c)] = c / q.group_size;
+    s.w_hat = std::move(q.dequant);
+    rec["method"] = "rtn_starving_expert";
+    rec["loss"] = nullptr;
+    rec["damp"] = nullptr;
+    rec["out_err"] = nullptr;
+  } else {
+    const std::vector<float>& h = *job.h;
+    GptqOptions opt;
+    opt.bits = bits_;
+    opt.group_size = group_size_;
+    opt.sym = sym_;
+    opt.order = job.order;
+    opt.damp_percent = damp_;
+    opt.scale_dtype = scale_dtype_;
+    opt.name = job.id.full_name();
+    auto r = solver_(lin->w, rows, cols, h, opt);
+    rec["method"] = r.fallback ? "cholesky_fallback" : "gptq";
+    rec["damp"] = r.damp;
+    rec["loss"] = r.loss;
+    rec["dead_columns"] = r.n_dead;
+    rec["out_err"] = r.out_err >= 0.0 ? r.out_err : relative_output_error(lin->w, r.w_hat, rows, cols, h);
+    rec["solver"] = solver_name_;
+    o.codes = std::move(r.codes);
+    o.scales = std::move(r.scales);
+    o.zeros = std::move(r.zeros);
+    o.g_idx = std::move(r.g_idx);
+    o.n_groups = r.n_groups;
+    if (job.order == GptqOrder::kFold && !r.fallback) s.perm = std::move(r.perm);
+    s.w_hat = std::move(r.w_hat);
+  }
+  // ||W_hat - W||² and ||W||²: per-row sums on a few threads, added in row order (the same for any thread count).
+  std::vector<double> row_num(static_cast<std::size_t>(rows)), row_den(static_cast<std::size_t>(rows));
+  parallel_for(
+      rows,
+      [&](int64_t r) {
+        const std::size_t b = static_cast<std::size_t>(r) * cols;
+        double n = 0, d = 0;
+        for (std::size_t i = b; i < b + static_cast<std::size_t>(cols); ++i) {
+          n += double(s.w_hat[i] - lin->w[i]) * (s.w_hat[i] - lin->w[i]);
+          d += double(lin->w[i]) * lin->w[i];
+        }
+        row_num[static_cast<std::size_t>(r)] = n;
+        row_den[static_cast<std::size_t>(r)] = d;
+      },
+      4);
+  double num = 0, den = 0;
+  for (int r = 0; r < rows; ++r) {
+    num += row_num[static_cast<std::size_t>(r)];
+    den += row_den[static_cast<std::size_t>(r)];
+  }
+  rec["err_fro"] = std::sqrt(num);
+  rec["err_rel"] = den > 0 ? std::sqrt(num / den) : 0.0;
+  if (dequant_bf16_) o.w_hat = s.w_hat;
+  rec["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+void GptqQuantizer::commit(DecoderLayer& layer, const Job& job, Solved&& s, CalibBackend* acts, json& report) {
+  job.lin->w = std::move(s.w_hat);  // later stages and the next layer see the quantized weights (SPEC 4.4.6)
+  report["linears"].push_back(std::move(s.rec));
+  out_[job.id.full_name()] = std::move(s.out);
+  acts->linear_changed(layer, job.id);
+  if (!s.perm.empty() && !dequant_bf16_) {
+    // Make the down projection's permutation physical: gate/up output rows follow it (SPEC 4.4.5 B).
+    // (A dequantized BF16 output keeps every matrix in the original order.)
+    for (const LinearKind kind : {LinearKind::kGate, LinearKind::kUp}) {
+      LinearId gid = job.id;
+      gid.kind = kind;
+      Out& g = out_[gid.full_name()];
+      const std::span<const int32_t> p(s.perm);
+      g.codes = gather_rows<uint8_t>(g.codes, g.rows, g.cols, p);
+      g.scales = gather_rows<float>(g.scales, g.rows, g.n_groups, p);
+      g.zeros = gather_rows<int32_t>(g.zeros, g.rows, g.n_groups, p);
     }
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < w_hat.size(); ++i) {
-      num += double(w_hat[i] - lin->w[i]) * (w_hat[i] - lin->w[i]);
-      den += double(lin->w[i]) * lin->w[i];
-    }
-    rec["err_fro"] = std::sqrt(num);
-    rec["err_rel"] = den > 0 ? std::sqrt(num / den) : 0.0;
-    if (dequant_bf16_) o.w_hat = w_hat;
-    lin->w = std::move(w_hat);  // later stages and the next layer see the quantized weights (SPEC 4.4.6)
-    rec["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    report["linears"].push_back(std::move(rec));
-    out_[id.full_name()] = std::move(o);
   }
 }
 
@@ -145,7 +177,8 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
   std::map<int64_t, int64_t> expert_tokens;  // expert -> routed tokens (from the gate/up stage)
   std::set<int64_t> starving;
   json moe_tokens = json::array();
-  std::vector<double> calib_s;
+  std::vector<double> calib_s, solve_s;  // per stage: its pass; its solves and commits (wall)
+  double commit_s = 0.0;                  // of which committing (weights to the backend, outputs), all stages
 
   const std::vector<std::set<LinearKind>> stages = {
       {LinearKind::kQ, LinearKind::kK, LinearKind::kV}, {LinearKind::kO}, {LinearKind::kGate, LinearKind::kUp},
@@ -169,10 +202,13 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
       if (!groups.count(key)) keys.push_back(key);
       groups[key].push_back({id, lin});
     }
-    for (const auto& key : keys) {
-      auto& members = groups[key];
+    // Plan the stage: every quantized linear with its group's Hessian and order.
+    std::vector<std::vector<float>> hessians(keys.size());
+    std::vector<Job> jobs;
+    for (std::size_t ki = 0; ki < keys.size(); ++ki) {
+      auto& members = groups[keys[ki]];
       int64_t tokens = 0;
-      const auto h = obs.take_hessian(members.front().first, &tokens);
+      hessians[ki] = obs.take_hessian(members.front().first, &tokens);
       const LinearId& id0 = members.front().first;
       if (id0.expert >= 0 && id0.kind == LinearKind::kGate) {
         expert_tokens[id0.expert] = tokens;
@@ -188,23 +224,22 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
       up_id.kind = LinearKind::kUp;
       if (order == GptqOrder::kFold && (!out_.count(gate_id.full_name()) || !out_.count(up_id.full_name())))
         order = GptqOrder::kActOrderStatic;
-      if (!starve && h.empty() && id0.expert < 0)
+      if (!starve && hessians[ki].empty() && id0.expert < 0)
         throw Internal(fmt::format("{}: no calibration token reached this linear", id0.full_name()));
-      std::vector<int32_t> perm;
-      quantize_group(layer, members, h, tokens, starve, order, report, &perm);
-      for (const auto& m : members) acts->linear_changed(layer, m.first);  // later stages see the quantized W
-      if (!perm.empty() && !dequant_bf16_) {
-        // Make the down projection's permutation physical: gate/up output rows follow it (SPEC 4.4.5 B).
-        // (A dequantized BF16 output keeps every matrix in the original order.)
-        for (const auto& gid : {gate_id, up_id}) {
-          Out& g = out_[gid.full_name()];
-          const std::span<const int32_t> p(perm);
-          g.codes = gather_rows<uint8_t>(g.codes, g.rows, g.cols, p);
-          g.scales = gather_rows<float>(g.scales, g.rows, g.n_groups, p);
-          g.zeros = gather_rows<int32_t>(g.zeros, g.rows, g.n_groups, p);
-        }
-      }
+      for (const auto& [id, lin] : members) jobs.push_back(Job{id, lin, &hessians[ki], tokens, starve, order});
     }
+    // Solve up to concurrency_ linears at once (when the solver allows it); commit in plan order on this thread
+    // while the next ones are solved.
+    const auto ts = std::chrono::steady_clock::now();
+    ordered_pipeline(
+        static_cast<int64_t>(jobs.size()), concurrency_, 2 * static_cast<int64_t>(concurrency_),
+        [&](int64_t j) { return solve(jobs[static_cast<std::size_t>(j)]); },
+        [&](int64_t j, Solved&& s) {
+          const auto tc = std::chrono::steady_clock::now();
+          commit(layer, jobs[static_cast<std::size_t>(j)], std::move(s), acts, report);
+          commit_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+        });
+    solve_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
   }
   if (layer.is_moe) {
     for (int64_t e = 0; e < static_cast<int64_t>(layer.experts.size()); ++e)
@@ -218,6 +253,9 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
   acts->advance_stats(layer, fopt, StatsSpec{});
   calib_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count());
   report["calib_s"] = calib_s;  // the four stage passes and the propagation pass
+  report["solves_at_once"] = concurrency_;
+  report["solve_s"] = solve_s;
+  report["commit_s"] = commit_s;
 }
 
 void GptqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) {

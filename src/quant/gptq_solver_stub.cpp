@@ -5,7 +5,7 @@
 #ifndef ANGELSLIM_HAVE_CUDA
 namespace angelslim {
 
-GptqSolver cuda_gptq_solver(CalibBackend&) {
+GptqSolver cuda_gptq_solver(CalibBackend&, int) {
   throw Unsupported("the GPU GPTQ solver needs a build with the CUDA backend; use --device cpu");
 }
 

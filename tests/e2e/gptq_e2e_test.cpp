@@ -181,6 +181,32 @@ TEST(GptqE2E, MoeExpertsAllQuantizedNonZero) {
   EXPECT_LT(q / base - 1, 0.05);
 }
 
+// Solving several linears of a stage at once (ANGELSLIM_GPTQ_CONCURRENCY) commits them in the serial order: the
+// output shards are bitwise those of the one-at-a-time run (MoE: 8 experts per stage, act order with the fold).
+TEST(GptqE2E, ConcurrentSolvesGiveIdenticalOutputs) {
+  ::setenv("ANGELSLIM_GPTQ_CONCURRENCY", "1", 1);
+  GptqRun one("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
+  ::setenv("ANGELSLIM_GPTQ_CONCURRENCY", "3", 1);
+  GptqRun three("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
+  ::unsetenv("ANGELSLIM_GPTQ_CONCURRENCY");
+  const auto a = json::parse(read_file(one.out / "quant_report.json"));
+  const auto b = json::parse(read_file(three.out / "quant_report.json"));
+  ASSERT_FALSE(a["outputs"].empty());
+  EXPECT_EQ(a["outputs"], b["outputs"]) << "sha256 of the shards";
+  ASSERT_EQ(a["layers"].size(), b["layers"].size());
+  for (std::size_t l = 0; l < a["layers"].size(); ++l) {
+    EXPECT_EQ(a["layers"][l]["solves_at_once"], 1);
+    EXPECT_EQ(b["layers"][l]["solves_at_once"], 3);
+    const auto& la = a["layers"][l]["linears"];
+    const auto& lb = b["layers"][l]["linears"];
+    ASSERT_EQ(la.size(), lb.size());
+    for (std::size_t i = 0; i < la.size(); ++i) {
+      EXPECT_EQ(la[i]["name"], lb[i]["name"]) << "report order, layer " << l;
+      EXPECT_EQ(la[i]["loss"], lb[i]["loss"]) << la[i]["name"];
+    }
+  }
+}
+
 TEST(GptqE2E, EightBitAndDescActLoadBack) {
   for (const auto& [bits, desc] : {std::pair{8, false}, std::pair{4, true}}) {
     GptqRun r("hy-dense-tiny", "HunyuanDense", gptq_yaml(bits, 64, true, desc), 8);

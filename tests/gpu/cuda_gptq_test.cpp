@@ -125,6 +125,12 @@ TEST(CudaGptq, MatchesCpuSolver) {
     EXPECT_NEAR(b.loss, a.loss, 1e-2 * a.loss) << c.label;
     EXPECT_NEAR(b.out_err, oe_cpu, 1e-2 * oe_cpu) << c.label;
     EXPECT_NEAR(b.err_fro, a.err_fro, 1e-2 * a.err_fro) << c.label;
+    // The GPU result's W_hat is rebuilt on the host from its codes; err_fro and out_err come from the device's own
+    // W_hat. Both agree with the rebuilt one to rounding (a column or group mix-up would be off by far more).
+    double e2 = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) e2 += double(b.w_hat[i] - w[i]) * (b.w_hat[i] - w[i]);
+    EXPECT_NEAR(std::sqrt(e2), b.err_fro, 1e-6 * b.err_fro) << c.label;
+    EXPECT_NEAR(rel_output_error(w, b.w_hat, c.rows, c.k, h), b.out_err, 1e-4 * b.out_err) << c.label;
   }
 }
 

@@ -168,27 +168,33 @@ class CudaContext {
   int sm_count() const { return sm_count_; }
   // Waits for all work on the stream; throws Internal if any of it failed.
   void synchronize() const;
+  // Synchronous copies of `bytes` between pageable host memory and the device, after the work queued on the stream.
+  // Large ones go through two page-locked staging chunks: the link then runs at its pinned speed, and the host's
+  // copy of one chunk (on a few threads, which also take the page faults of fresh destination memory) overlaps the
+  // transfer of the next. Not thread-safe (one staging pair per context).
+  void copy_to_host(void* host, const void* dev, std::size_t bytes);
+  void copy_to_device(void* dev, const void* host, std::size_t bytes);
 
  private:
+  void ensure_staging();
+
   int device_ = 0;
   int sm_count_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer<unsigned char> workspace_;
+  PinnedBuffer<unsigned char> staging_[2];
+  cudaEvent_t staged_[2] = {nullptr, nullptr};
 };
 
 // Synchronous host <-> device copies on ctx's stream (the stream is synchronised before returning).
 template <class T>
 void upload(CudaContext& ctx, const T* host, std::size_t n, T* dev) {
-  if (n == 0) return;
-  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dev, host, n * sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
-  ctx.synchronize();
+  ctx.copy_to_device(dev, host, n * sizeof(T));
 }
 template <class T>
 void download(CudaContext& ctx, const T* dev, std::size_t n, T* host) {
-  if (n == 0) return;
-  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(host, dev, n * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-  ctx.synchronize();
+  ctx.copy_to_host(host, dev, n * sizeof(T));
 }
 template <class T>
 DeviceBuffer<T> to_device(CudaContext& ctx, const std::vector<T>& host) {

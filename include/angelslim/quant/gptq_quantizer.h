@@ -3,6 +3,7 @@
 // earlier stages), quantized-output propagation, RTN fallback for starving MoE experts, act-order modes, and
 // export as GPTQ v1 (symmetric) or AWQ GEMM layout (asymmetric 4-bit) per SPEC 5.3.
 #pragma once
+#include <algorithm>
 #include <map>
 
 #include "angelslim/config/run_config.h"
@@ -25,10 +26,13 @@ class GptqQuantizer : public LayerQuantizer {
   void edit_config(nlohmann::ordered_json& config) const override;
   // Whether the output uses the AWQ GEMM layout (asymmetric 4-bit).
   bool awq_layout() const { return awq_layout_; }
-  // Replaces the solver (default: gptq_quantize on the CPU); `name` goes to the report ("cpu", "cuda").
-  void set_solver(GptqSolver solver, std::string name) {
+  // Replaces the solver (default: gptq_quantize on the CPU); `name` goes to the report ("cpu", "cuda"). The
+  // solver must be safe to call from `concurrency` threads at once: that many linears of a stage are then solved at
+  // the same time (their results are committed in the serial order, so outputs do not depend on it).
+  void set_solver(GptqSolver solver, std::string name, int concurrency = 1) {
     solver_ = std::move(solver);
     solver_name_ = std::move(name);
+    concurrency_ = std::max(1, concurrency);
   }
 
  private:
@@ -41,9 +45,26 @@ class GptqQuantizer : public LayerQuantizer {
     std::vector<float> w_hat;     // dequant_to_bf16 only: [rows, cols]
     int n_groups = 0;
   };
-  void quantize_group(DecoderLayer& layer, const std::vector<std::pair<LinearId, Linear*>>& members,
-                      const std::vector<float>& h, int64_t tokens, bool starving, GptqOrder order,
-                      nlohmann::json& report, std::vector<int32_t>* perm_out);
+  // One linear to solve: its Hessian (shared by the linears of its input group), the stage's decisions for it.
+  struct Job {
+    LinearId id;
+    Linear* lin = nullptr;
+    const std::vector<float>* h = nullptr;
+    int64_t tokens = 0;
+    bool starving = false;
+    GptqOrder order = GptqOrder::kNatural;
+  };
+  struct Solved {
+    Out out;
+    nlohmann::json rec;
+    std::vector<float> w_hat;
+    std::vector<int32_t> perm;  // kFold only
+  };
+  // Solves one linear; reads job.lin->w and nothing else of the quantizer's state (safe to run concurrently).
+  Solved solve(const Job& job) const;
+  // Stores the result: the linear's weights become W_hat, the output, the report entry, the backend is told, and a
+  // fold permutation is applied to the MLP's gate/up outputs.
+  void commit(DecoderLayer& layer, const Job& job, Solved&& s, CalibBackend* acts, nlohmann::json& report);
   const ModelConfig& cfg_;
   int bits_;
   int group_size_;
@@ -58,10 +79,13 @@ class GptqQuantizer : public LayerQuantizer {
   std::map<std::string, Out> out_;
   GptqSolver solver_ = gptq_quantize;
   std::string solver_name_ = "cpu";
+  int concurrency_ = 1;
 };
 
-// The GPU solver of a CUDA calibration backend (its device and stream): gptq_quantize with the FP64 factorisation in
-// cuSOLVER and the column loop on the device. Unsupported for other backends and in builds without CUDA.
-GptqSolver cuda_gptq_solver(CalibBackend& calib);
+// The GPU solver of a CUDA calibration backend (its device): gptq_quantize with the FP64 factorisation in cuSOLVER
+// and the column loop on the device. concurrency 1: on the backend's stream, one call at a time; more: safe to call
+// from that many threads at once (a pool of workspaces with their own streams). Unsupported for other backends and
+// in builds without CUDA.
+GptqSolver cuda_gptq_solver(CalibBackend& calib, int concurrency = 1);
 
 }  // namespace angelslim

@@ -2,9 +2,15 @@
 // parts (checks, dead columns, order, damping ladder, static groups, g_idx) are repeated here unchanged.
 #include "angelslim/backend/cuda_gptq.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cmath>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <numeric>
 
 #include "angelslim/backend/cuda_calib.h"
@@ -23,13 +29,55 @@
 
 namespace angelslim {
 
-GptqSolver cuda_gptq_solver(CalibBackend& calib) {
+GptqSolver cuda_gptq_solver(CalibBackend& calib, int concurrency) {
   auto* gpu = dynamic_cast<cuda::CudaCalibActivations*>(&calib);
   ANGELSLIM_CHECK(gpu != nullptr, Unsupported, "the GPU GPTQ solver needs the cuda calibration backend, not {}",
                   calib.device_name());
-  auto ws = std::make_shared<cuda::GptqCudaWorkspace>(gpu->context());
-  return [ws](std::span<const float> w, int rows, int cols, std::span<const float> h, const GptqOptions& o) {
-    return ws->quantize(w, rows, cols, h, o);
+  if (concurrency <= 1) {
+    // One solve at a time on the backend's own stream.
+    auto ws = std::make_shared<cuda::GptqCudaWorkspace>(gpu->context());
+    return [ws](std::span<const float> w, int rows, int cols, std::span<const float> h, const GptqOptions& o) {
+      return ws->quantize(w, rows, cols, h, o);
+    };
+  }
+  // Several solves at once: a pool of workspaces, each with its own stream, cuBLAS and cuSOLVER handles, so that one
+  // solve's host work and transfers overlap another's kernels. A caller thread takes a free workspace for one call.
+  struct Pool {
+    int device = 0;
+    std::vector<std::unique_ptr<cuda::CudaContext>> contexts;
+    std::vector<std::unique_ptr<cuda::GptqCudaWorkspace>> workspaces;
+    std::vector<int> free;
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto pool = std::make_shared<Pool>();
+  pool->device = gpu->context().device();
+  for (int i = 0; i < concurrency; ++i) {
+    pool->contexts.push_back(std::make_unique<cuda::CudaContext>(pool->device));
+    pool->workspaces.push_back(std::make_unique<cuda::GptqCudaWorkspace>(*pool->contexts.back()));
+    pool->free.push_back(i);
+  }
+  return [pool](std::span<const float> w, int rows, int cols, std::span<const float> h, const GptqOptions& o) {
+    int slot = -1;
+    {
+      std::unique_lock<std::mutex> lock(pool->mu);
+      pool->cv.wait(lock, [&] { return !pool->free.empty(); });
+      slot = pool->free.back();
+      pool->free.pop_back();
+    }
+    struct Release {
+      Pool& p;
+      int slot;
+      ~Release() {
+        {
+          std::lock_guard<std::mutex> lock(p.mu);
+          p.free.push_back(slot);
+        }
+        p.cv.notify_one();
+      }
+    } release{*pool, slot};
+    ANGELSLIM_CUDA_CHECK(cudaSetDevice(pool->device));  // the calling thread may be a fresh worker
+    return pool->workspaces[static_cast<std::size_t>(slot)]->quantize(w, rows, cols, h, o);
   };
 }
 
@@ -83,6 +131,20 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
                       c, v);
     }
   });
+  // ANGELSLIM_GPTQ_PROFILE=1: one log line per solve with the wall time of its phases (synchronising between them).
+  static const bool profile = [] {
+    const char* e = std::getenv("ANGELSLIM_GPTQ_PROFILE");
+    return e && *e && std::string(e) != "0";
+  }();
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point marks[6];
+  int n_marks = 0;
+  auto mark = [&] {
+    if (!profile) return;
+    ctx_.synchronize();
+    marks[n_marks++] = Clock::now();
+  };
+  mark();
   const int k = cols;
   const int g = resolve_group_size(opt.group_size, k);
   const std::size_t kk = static_cast<std::size_t>(k) * k, rk = static_cast<std::size_t>(rows) * k;
@@ -111,6 +173,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     std::stable_sort(res.perm.begin(), res.perm.end(), [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
   const std::vector<int32_t>& perm = res.perm;
 
+  mark();  // host checks, order
   // 3-4. Damping ladder: FP64 Cholesky of J·H_d·J and its triangular inverse (cuSOLVER), U = J·L⁻¹·J in FP32.
   float* dh = grow(h_, kk);
   upload(ctx_, h.data(), kk, dh);
@@ -158,6 +221,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     return cpu;
   }
 
+  mark();  // H upload, factorisation
   const bool static_groups = opt.order == GptqOrder::kActOrderStatic;
   const GridKind kind = opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
   const std::size_t n_par = static_cast<std::size_t>(rows) * res.n_groups;
@@ -216,6 +280,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
                                          dwt + static_cast<std::size_t>(i2) * rows, rows));
     i1 = i2;
   }
+  mark();  // W upload, column loop
   // Scatter codes and W_hat back to [rows, cols].
   const bool fold = opt.order == GptqOrder::kFold;
   uint8_t* dcodes = grow(codes_, rk);
@@ -238,10 +303,9 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::dot_f64(s, sm, m, dmh, static_cast<int64_t>(rk), dquad + which),
                                 "dot_f64_kernel");
   }
+  mark();  // scatter, error traces
   res.codes.resize(rk);
-  res.w_hat.resize(rk);
   download(ctx_, dcodes, rk, res.codes.data());
-  download(ctx_, dwhat, rk, res.w_hat.data());
   if (!static_groups) {
     download(ctx_, dscales, n_par, res.scales.data());
     download(ctx_, dzeros, n_par, res.zeros.data());
@@ -270,6 +334,26 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     }
   }
   res.err_fro = std::sqrt(quad[2]);
+  // W_hat from the codes on the host (the column loop's dequantization, (q - z) · s in FP32, is exact to repeat):
+  // a quarter of the bytes of downloading it.
+  res.w_hat.resize(rk);
+  parallel_for(rows, [&](int64_t r) {
+    const std::size_t row = static_cast<std::size_t>(r) * k, prow = static_cast<std::size_t>(r) * res.n_groups;
+    for (int j = 0; j < k; ++j) {
+      const std::size_t pi = prow + static_cast<std::size_t>(res.g_idx[static_cast<std::size_t>(j)]);
+      const int c = fold ? perm[static_cast<std::size_t>(j)] : j;
+      res.w_hat[row + static_cast<std::size_t>(c)] =
+          static_cast<float>(static_cast<int>(res.codes[row + static_cast<std::size_t>(j)]) - res.zeros[pi]) *
+          res.scales[pi];
+    }
+  });
+  mark();  // downloads
+  if (profile) {
+    auto ms = [&](int i) { return std::chrono::duration<double, std::milli>(marks[i + 1] - marks[i]).count(); };
+    spdlog::info("gptq-profile {} [{} x {}]: checks {:.1f} ms, factor {:.1f} ms, loop {:.1f} ms, traces {:.1f} ms, "
+                 "downloads {:.1f} ms",
+                 name, rows, cols, ms(0), ms(1), ms(2), ms(3), ms(4));
+  }
   return res;
 }
 

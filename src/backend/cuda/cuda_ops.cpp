@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 
+#include "angelslim/core/parallel.h"
 #include "backend/cuda/kernels.h"
 
 namespace angelslim::cuda {
@@ -67,12 +69,89 @@ CudaContext::CudaContext(int device) : device_(device) {
 
 CudaContext::~CudaContext() {
   if (stream_) (void)cudaStreamSynchronize(stream_);
+  for (cudaEvent_t e : staged_)
+    if (e) (void)cudaEventDestroy(e);
   if (cublas_) (void)cublasDestroy(cublas_);
   workspace_ = DeviceBuffer<unsigned char>();
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
 
 void CudaContext::synchronize() const { ANGELSLIM_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+namespace {
+
+constexpr std::size_t kStagingChunk = std::size_t{32} << 20;  // bytes per staging buffer
+constexpr std::size_t kStagedMin = std::size_t{4} << 20;      // smaller copies go direct
+
+// memcpy on up to four threads (fresh destination pages fault in parallel).
+void host_copy(void* dst, const void* src, std::size_t bytes) {
+  constexpr std::size_t kPiece = std::size_t{8} << 20;
+  const int64_t pieces = static_cast<int64_t>((bytes + kPiece - 1) / kPiece);
+  parallel_for(
+      pieces,
+      [&](int64_t i) {
+        const std::size_t off = static_cast<std::size_t>(i) * kPiece;
+        std::memcpy(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, std::min(kPiece, bytes - off));
+      },
+      4);
+}
+
+}  // namespace
+
+void CudaContext::ensure_staging() {
+  if (staged_[0]) return;
+  for (int i = 0; i < 2; ++i) {
+    staging_[i].reset(kStagingChunk);
+    ANGELSLIM_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[i], cudaEventDisableTiming));
+  }
+}
+
+void CudaContext::copy_to_host(void* host, const void* dev, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (bytes < kStagedMin) {
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+    return;
+  }
+  ensure_staging();
+  const std::size_t chunks = (bytes + kStagingChunk - 1) / kStagingChunk;
+  auto enqueue = [&](std::size_t c) {
+    const std::size_t off = c * kStagingChunk, n = std::min(kStagingChunk, bytes - off);
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(staging_[c % 2].data(), static_cast<const char*>(dev) + off, n,
+                                         cudaMemcpyDeviceToHost, stream_));
+    ANGELSLIM_CUDA_CHECK(cudaEventRecord(staged_[c % 2], stream_));
+  };
+  enqueue(0);
+  for (std::size_t c = 0; c < chunks; ++c) {
+    // The other buffer's previous chunk was copied out in the last iteration: refill it while this one is read.
+    if (c + 1 < chunks) enqueue(c + 1);
+    ANGELSLIM_CUDA_CHECK(cudaEventSynchronize(staged_[c % 2]));
+    const std::size_t off = c * kStagingChunk;
+    host_copy(static_cast<char*>(host) + off, staging_[c % 2].data(), std::min(kStagingChunk, bytes - off));
+  }
+  synchronize();
+}
+
+void CudaContext::copy_to_device(void* dev, const void* host, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (bytes < kStagedMin) {
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream_));
+    synchronize();
+    return;
+  }
+  ensure_staging();
+  const std::size_t chunks = (bytes + kStagingChunk - 1) / kStagingChunk;
+  for (std::size_t c = 0; c < chunks; ++c) {
+    // Buffer c % 2 is free once the transfer of chunk c - 2 (its last use) has completed.
+    if (c >= 2) ANGELSLIM_CUDA_CHECK(cudaEventSynchronize(staged_[c % 2]));
+    const std::size_t off = c * kStagingChunk, n = std::min(kStagingChunk, bytes - off);
+    host_copy(staging_[c % 2].data(), static_cast<const char*>(host) + off, n);
+    ANGELSLIM_CUDA_CHECK(
+        cudaMemcpyAsync(static_cast<char*>(dev) + off, staging_[c % 2].data(), n, cudaMemcpyHostToDevice, stream_));
+    ANGELSLIM_CUDA_CHECK(cudaEventRecord(staged_[c % 2], stream_));
+  }
+  synchronize();
+}
 
 void linear(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, const float* w, int64_t n_out,
             const float* bias, float* y, float beta) {
