@@ -546,19 +546,19 @@ void Loader::parse_quantization(const Section& comp) {
     warn_unused(m, "mse_range", "read by AWQ only");
   }
 
-  // weight_rounding (ext): fp8_static weights rounded to nearest (default) or with GPTQ's error feedback
+  // weight_rounding (ext): fp8_static / AWQ weights rounded to nearest (default) or with GPTQ's error feedback
   if (auto v = get_string(m, "weight_rounding")) {
     if (*v != "rtn" && *v != "gptq")
       problem(m.key_path("weight_rounding"), fmt::format("'{}' is not supported", *v), "rtn or gptq");
     else if (*v == "gptq" && out.algo == QuantAlgo::kFp8Dynamic)
       problem(m.key_path("weight_rounding"), "gptq needs calibration data, which fp8_dynamic does not read",
               "rtn, or name: fp8_static");
-    else if (fp8)
-      out.fp8_gptq_rounding = *v == "gptq";
+    else if (fp8 || out.algo == QuantAlgo::kAwq)
+      out.gptq_rounding = *v == "gptq";
     else if (algo_known_)
-      warn_unused(m, "weight_rounding", "read by FP8 only (GPTQ and AWQ have their own rounding)");
+      warn_unused(m, "weight_rounding", "read by FP8 and AWQ only (GPTQ rounds with GPTQ)");
   }
-  const bool fp8_gptq = fp8 && out.fp8_gptq_rounding;
+  const bool fp8_gptq = (fp8 || out.algo == QuantAlgo::kAwq) && out.gptq_rounding;  // reads damp_percent
 
   // GPTQ-only keys
   if (auto v = get_bool(m, "actorder"); v && gptq) out.actorder = *v;

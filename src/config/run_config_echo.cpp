@@ -70,8 +70,12 @@ nlohmann::json RunConfig::to_json() const {
   const bool awq = quant.algo == QuantAlgo::kAwq;
   if (quant.is_fp8()) {
     quant_method["activation"] = quant.activation_dynamic ? "per-tensor (dynamic)" : "per-tensor (static)";
-    quant_method["weight_rounding"] = quant.fp8_gptq_rounding ? "gptq" : "rtn";
-    if (quant.fp8_gptq_rounding) quant_method["damp_percent"] = quant.damp_percent;
+    quant_method["weight_rounding"] = quant.gptq_rounding ? "gptq" : "rtn";
+    if (quant.gptq_rounding) quant_method["damp_percent"] = quant.damp_percent;
+  }
+  if (awq) {
+    quant_method["weight_rounding"] = quant.gptq_rounding ? "gptq" : "rtn";
+    if (quant.gptq_rounding) quant_method["damp_percent"] = quant.damp_percent;
   }
   if (gptq || awq) {
     quant_method["group_size"] = quant.group_size;

@@ -158,6 +158,10 @@ int run_pipeline(const RunOptions& opt) {
   RunConfig rc = load_run_config(opt.config_path, ov);
   const bool on_gpu = opt.device == "cuda";
   ANGELSLIM_CHECK(on_gpu || opt.device == "cpu", InvalidInput, "--device {}: expected cpu or cuda", opt.device);
+  ANGELSLIM_CHECK(!(on_gpu && rc.quant.algo == QuantAlgo::kAwq && rc.quant.gptq_rounding), Unsupported,
+                  "{}: quant_method.weight_rounding: gptq with AWQ runs on the CPU only in this version (the GPU AWQ "
+                  "path rounds to nearest); use --device cpu or weight_rounding: rtn",
+                  rc.config_path.string());
   std::future<void> cuda_started;
   if (on_gpu) {
     require_cuda_device();  // one clear line (Unsupported) without a CUDA build or device

@@ -18,6 +18,7 @@
 #include "angelslim/quant/awq.h"
 #include "angelslim/quant/awq_apply.h"
 #include "angelslim/quant/awq_clip.h"
+#include "angelslim/quant/gptq.h"
 #include "angelslim/quant/pack.h"
 
 namespace angelslim {
@@ -70,10 +71,11 @@ class StatsObserver : public LinearObserver {
   };
   // sub_row: [T] row of each token in a_sub (the attention-search samples), -1 for tokens outside them;
   // clip_rows: capture the q/o inputs of every clip_stride-th token (mse_range).
+  // qkv_gram: also the Gram matrix of the q/k/v input over every token (GPTQ rounding).
   StatsObserver(int64_t n_tokens, int64_t d_model, int64_t n_experts, std::vector<int64_t> sub_row, int64_t n_sub,
-                int64_t clip_stride, bool o_gram, bool clip_rows)
+                int64_t clip_stride, bool o_gram, bool clip_rows, bool qkv_gram = false)
       : h_(d_model), clip_stride_(clip_stride), want_o_gram_(o_gram), want_clip_rows_(clip_rows),
-        sub_row_(std::move(sub_row)) {
+        want_qkv_gram_(qkv_gram), sub_row_(std::move(sub_row)) {
     m_all.assign(sz(n_tokens * d_model), 0.0f);
     a_sub.assign(sz(n_sub * d_model), 0.0f);
     m_seen.assign(sz(n_tokens), 0);
@@ -87,6 +89,7 @@ class StatsObserver : public LinearObserver {
       case LinearKind::kQ:
         ANGELSLIM_ASSERT(k == h_);
         add_abs(q_sum, x, n, k);
+        if (want_qkv_gram_) add_gram(qkv_gram, x, n, k);
         q_n += n;
         for (int64_t i = 0; i < n; ++i) {
           if (const int64_t r = sub_row_[sz(idx[i])]; r >= 0) std::copy(x + i * k, x + (i + 1) * k, a_sub.data() + r * k);
@@ -128,6 +131,7 @@ class StatsObserver : public LinearObserver {
   }
   void finish() {
     if (!o_gram.empty()) symmetrize(o_gram, o_k);
+    if (!qkv_gram.empty()) symmetrize(qkv_gram, h_);
     for (auto& [e, d] : down)
       if (!d.gram.empty()) symmetrize(d.gram, d.k);
     for (std::size_t t = 0; t < m_seen.size(); ++t)
@@ -136,7 +140,8 @@ class StatsObserver : public LinearObserver {
 
   std::vector<double> q_sum, o_sum;
   int64_t q_n = 0, o_n = 0, o_k = 0;
-  std::vector<float> o_gram;                     // [qd, qd] (MHA only)
+  std::vector<float> o_gram;                     // [qd, qd] (MHA, or GPTQ rounding)
+  std::vector<float> qkv_gram;                   // [d_model, d_model] (GPTQ rounding only)
   std::vector<float> o_rows;                     // [n_clip, qd] o_proj inputs of the clip tokens
   std::vector<float> a_sub;                      // [n_sub, d_model] input_layernorm output, attention-search samples
   std::vector<float> a_clip;                     // [n_clip, d_model] input_layernorm output of the clip tokens
@@ -146,7 +151,7 @@ class StatsObserver : public LinearObserver {
 
  private:
   int64_t h_, clip_stride_;
-  bool want_o_gram_, want_clip_rows_;
+  bool want_o_gram_, want_clip_rows_, want_qkv_gram_;
   std::vector<int64_t> sub_row_;
   std::vector<uint8_t> m_seen;
 };
@@ -293,6 +298,8 @@ AwqQuantizer::AwqQuantizer(const RunConfig& rc, const ModelConfig& cfg, AwqOptio
       mse_range_(rc.quant.mse_range),
       awq_bf16_(rc.quant.awq_output_dtype == AwqOutputDtype::kBfloat16),
       min_token_fraction_(rc.quant.moe_min_token_fraction),
+      gptq_rounding_(rc.quant.gptq_rounding),
+      damp_(static_cast<float>(rc.quant.damp_percent)),
       ignore_(rc.quant.ignore_layers),
       source_(std::make_unique<TensorStore>(rc.model.model_path)) {
   ANGELSLIM_CHECK(bits_ == 4 || bits_ == 8, InvalidInput, "{}: AWQ supports 4 or 8 bits, got {}",
@@ -525,6 +532,94 @@ void AwqQuantizer::Impl::run(const StatsObserver& obs, std::vector<GroupResult>&
       mlp_clip(L.experts[e], obs.expert_tokens[e], static_cast<int64_t>(e), false);
   }
 
+  // ---- GPTQ rounding (ext, weight_rounding: gptq): each linear's Hessian from the FP inputs of the statistics
+  // pass over every token it sees, carried into the scaled basis (x' = x / s: H' = S⁻¹ H S⁻¹), then GPTQ's error
+  // feedback on the export grid in natural order (the AWQ layout has no g_idx). The scales, folds and clip are
+  // AWQ's; only the codes (and each group's range, taken from the updated weights) change.
+  std::map<int64_t, std::vector<float>> mlp_in_gram;  // expert (-1: dense MLP / shared expert) -> [H, H]
+  auto mlp_gram = [&](int64_t e) -> const std::vector<float>& {
+    auto it = mlp_in_gram.find(e);
+    if (it != mlp_in_gram.end()) return it->second;
+    std::vector<float> g;
+    if (e < 0) {
+      add_gram(g, obs.m_all.data(), T, H);
+    } else {
+      const auto& tok = obs.expert_tokens[sz(e)];
+      std::vector<float> rows(tok.size() * sz(H));
+      for (std::size_t i = 0; i < tok.size(); ++i)
+        std::copy(obs.m_all.begin() + tok[i] * H, obs.m_all.begin() + (tok[i] + 1) * H, rows.begin() + i * sz(H));
+      add_gram(g, rows.data(), static_cast<int64_t>(tok.size()), H);
+    }
+    symmetrize(g, H);
+    return mlp_in_gram.emplace(e, std::move(g)).first->second;
+  };
+  auto gptq_round = [&](const LinearId& id, const Linear& lin, json& rec) -> QuantizedMatrix {
+    const int rows = static_cast<int>(lin.n_out), cols = static_cast<int>(lin.n_in);
+    const std::vector<float>* h = nullptr;
+    const std::vector<float>* s = nullptr;
+    int64_t tokens = T;
+    switch (id.kind) {
+      case LinearKind::kQ:
+      case LinearKind::kK:
+      case LinearKind::kV:
+        h = &obs.qkv_gram;
+        s = &s_attn_in;
+        break;
+      case LinearKind::kO:
+        h = &obs.o_gram;
+        s = &attn_out.s;
+        break;
+      case LinearKind::kGate:
+      case LinearKind::kUp:
+        tokens = id.expert >= 0 ? static_cast<int64_t>(obs.expert_tokens[sz(id.expert)].size()) : T;
+        if (tokens >= threshold) h = &mlp_gram(id.expert);
+        s = &s_mlp_in;
+        break;
+      case LinearKind::kDown:
+        if (auto it = obs.down.find(id.expert); it != obs.down.end() && it->second.n >= threshold) {
+          h = &it->second.gram;
+          tokens = it->second.n;
+        }
+        for (const auto& o : outs)
+          if (o.down_id.rel_name() == id.rel_name()) s = &o.r.s;
+        break;
+    }
+    if (!h || h->empty() || tokens < threshold) {
+      // A starving expert: round to nearest, as without the option.
+      rec["rounding"] = "rtn_starving_expert";
+      return rtn_quantize(lin.w, rows, cols, q.grid_);
+    }
+    ANGELSLIM_ASSERT(h->size() == sz(int64_t(cols) * cols));
+    std::vector<float> hs = *h;
+    if (s && !s->empty()) {
+      ANGELSLIM_ASSERT(static_cast<int>(s->size()) == cols);
+      for (int a = 0; a < cols; ++a)
+        for (int b = 0; b < cols; ++b) hs[sz(int64_t(a) * cols + b)] /= (*s)[sz(a)] * (*s)[sz(b)];
+    }
+    GptqOptions o;
+    o.bits = q.grid_.bits;
+    o.group_size = q.grid_.group_size;
+    o.grid = q.grid_.kind;
+    o.order = GptqOrder::kNatural;
+    o.damp_percent = q.damp_;
+    o.scale_dtype = q.grid_.scale_dtype;
+    o.name = id.full_name();
+    GptqResult r = gptq_quantize(lin.w, rows, cols, hs, o);
+    rec["rounding"] = r.fallback ? "rtn_cholesky_fallback" : "gptq";
+    rec["damp"] = r.damp;
+    rec["gptq_loss"] = r.loss;
+    QuantizedMatrix m;
+    m.rows = rows;
+    m.cols = cols;
+    m.group_size = r.group_size;
+    m.n_groups = r.n_groups;
+    m.codes = std::move(r.codes);
+    m.scales = std::move(r.scales);
+    m.zeros = std::move(r.zeros);
+    m.dequant = std::move(r.w_hat);
+    return m;
+  };
+
   // ---- Per linear: clip (all but q/k), quantize on the export grid, report.
   auto alpha_of = [&](const LinearId& id) -> json {
     const GroupResult* g = nullptr;
@@ -569,7 +664,8 @@ void AwqQuantizer::Impl::run(const StatsObserver& obs, std::vector<GroupResult>&
       rec["clip_ratio"] = ratio / (static_cast<double>(rows) * ng);
       rec["clip_tokens"] = cx->second.second;
     }
-    auto qm = rtn_quantize(lin->w, rows, cols, q.grid_);
+    QuantizedMatrix qm =
+        q.gptq_rounding_ ? gptq_round(id, *lin, rec) : rtn_quantize(lin->w, rows, cols, q.grid_);
     double num = 0, den = 0;
     for (std::size_t i = 0; i < w_scaled.size(); ++i) {
       num += static_cast<double>(qm.dequant[i] - w_scaled[i]) * (qm.dequant[i] - w_scaled[i]);
@@ -614,7 +710,7 @@ void AwqQuantizer::quantize_layer(DecoderLayer& layer, CalibActivations* acts, j
   const int64_t clip_stride = ceil_div(T, kAwqClipMaxTokens);
   const bool mha = cfg_.n_heads == cfg_.n_kv_heads;
   StatsObserver obs(T, cfg_.d_model, layer.is_moe ? static_cast<int64_t>(layer.experts.size()) : 0, impl.sub_row,
-                    impl.sub_tokens, clip_stride, mha, mse_range_);
+                    impl.sub_tokens, clip_stride, mha || gptq_rounding_, mse_range_, gptq_rounding_);
   // Propagation (SPEC 4.5.1) uses the FP outputs of the scaled block. Scaling is an exact transform, so without
   // clipping those are the outputs of this statistics pass (up to BF16 rounding points): advance now and save a
   // forward pass. With clipping the block changes, and its outputs are recomputed after quantization below.

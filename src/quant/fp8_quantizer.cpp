@@ -21,7 +21,7 @@ Fp8Quantizer::Fp8Quantizer(const RunConfig& rc, const ModelConfig& cfg, std::vec
       static_(rc.quant.algo == QuantAlgo::kFp8Static),
       per_channel_(rc.quant.weight == WeightGranularity::kPerChannel),
       save_fp8_(rc.quant.save_name == SaveName::kFp8),
-      gptq_rounding_(rc.quant.fp8_gptq_rounding && static_),
+      gptq_rounding_(rc.quant.gptq_rounding && static_),
       damp_percent_(rc.quant.damp_percent),
       ignore_(rc.quant.ignore_layers),
       ignore_list_(std::move(ignore_list)) {}

@@ -111,7 +111,7 @@ GptqResult gptq_quantize(std::span<const float> w, int rows, int cols, std::span
 
   const int k = cols;
   const int g = fp8 ? k : resolve_group_size(opt.group_size, k);
-  const GridKind kind = opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
+  const GridKind kind = opt.grid ? *opt.grid : opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
   const std::size_t kk = static_cast<std::size_t>(k) * k;
 
   GptqResult res;

@@ -65,6 +65,27 @@ TEST(DeviceSelection, AwqWithoutDeviceIsUnsupported) {
   EXPECT_THROW(run_pipeline(ro), Unsupported);
 }
 
+// AWQ with GPTQ rounding (ext) has no GPU path: one line naming the key, with or without a GPU, before any work.
+TEST(DeviceSelection, AwqGptqRoundingOnCudaIsUnsupported) {
+  test::TmpDir dir("device");
+  const std::string quant =
+      "    name: int4_awq\n    bits: 4\n    quant_method:\n      weight: per-group\n      group_size: 128\n"
+      "      zero_point: true\n      mse_range: false\n      weight_rounding: gptq\n";
+  RunOptions ro;
+  ro.config_path = test::write_config(dir.path(), "run", "hy-dense-tiny", "HunyuanDense", quant, 4, 64);
+  ro.device = "cuda";
+  try {
+    run_pipeline(ro);
+    FAIL() << "expected Unsupported";
+  } catch (const Unsupported& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("weight_rounding: gptq"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--device cpu"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "out" / "run")) << "no output on failure";
+}
+
 TEST(DeviceSelection, UnknownDeviceIsInvalidInput) {
   test::TmpDir dir("device");
   RunOptions ro;

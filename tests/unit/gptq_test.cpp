@@ -159,6 +159,39 @@ TEST(Gptq, IdentityHessianEqualsRtn) {
       }
 }
 
+// (b1) AWQ's grids (GptqOptions::grid, for AWQ with GPTQ rounding): with H = I natural-order GPTQ is the AWQ
+// exporter's RTN on the same grid; on correlated data it lowers the output error below RTN's.
+TEST(Gptq, AwqGridsMatchRtnOnIdentityAndBeatItOnData) {
+  const Problem pb = make_problem(4);
+  std::vector<float> eye(static_cast<std::size_t>(kIn) * kIn, 0.0f);
+  for (int i = 0; i < kIn; ++i) eye[i * kIn + i] = 1.0f;
+  const GridSpec specs[] = {{GridKind::kAwqAsym, 4, 128, ScaleDType::kF16},
+                            {GridKind::kAwqAsym, 4, 64, ScaleDType::kBF16},
+                            {GridKind::kAwqSym, 4, 128, ScaleDType::kF16},
+                            {GridKind::kAwqSym, 8, 128, ScaleDType::kBF16}};
+  for (const GridSpec& spec : specs) {
+    SCOPED_TRACE(::testing::Message() << "kind " << static_cast<int>(spec.kind) << " bits " << spec.bits << " g "
+                                      << spec.group_size);
+    GptqOptions opt;
+    opt.bits = spec.bits;
+    opt.group_size = spec.group_size;
+    opt.grid = spec.kind;
+    opt.scale_dtype = spec.scale_dtype;
+    opt.order = GptqOrder::kNatural;
+    const QuantizedMatrix q = rtn_quantize(pb.w, kOut, kIn, spec);
+    const GptqResult id = gptq_quantize(pb.w, kOut, kIn, eye, opt);
+    EXPECT_EQ(id.codes, q.codes);
+    EXPECT_EQ(id.scales, q.scales);
+    EXPECT_EQ(id.zeros, q.zeros);
+    EXPECT_EQ(id.w_hat, q.dequant);
+    const GptqResult r = gptq_quantize(pb.w, kOut, kIn, pb.h, opt);
+    ASSERT_FALSE(r.fallback);
+    EXPECT_EQ(dequant_stored(r, GptqOrder::kNatural), r.w_hat);
+    const double err = output_error(pb.w, r.w_hat, pb.hd), rtn = output_error(pb.w, q.dequant, pb.hd);
+    EXPECT_LT(err, 0.8 * rtn) << "gptq " << err << " rtn " << rtn;
+  }
+}
+
 // (b2) FP8 mode (fixed e4m3 scales, SPEC 4.3.5): with H = I it is the FP8 writer's round-to-nearest byte for
 // byte; on correlated data it lowers the output error below RTN's at the same scales, per tensor and per channel,
 // and the stored bytes times the scales are W_hat.
@@ -167,7 +200,8 @@ TEST(Gptq, Fp8RoundingMatchesRtnOnIdentityAndBeatsItOnData) {
   std::vector<float> eye(static_cast<std::size_t>(kIn) * kIn, 0.0f);
   for (int i = 0; i < kIn; ++i) eye[i * kIn + i] = 1.0f;
   for (bool per_channel : {false, true}) {
-    const Fp8Weight rtn = per_channel ? quantize_fp8_per_channel(pb.w, kOut, kIn) : quantize_fp8_per_tensor(pb.w, kOut, kIn);
+    const Fp8Weight rtn =
+        per_channel ? quantize_fp8_per_channel(pb.w, kOut, kIn) : quantize_fp8_per_tensor(pb.w, kOut, kIn);
     GptqOptions opt;
     opt.fp8_scales = rtn.scale;
     opt.bits = 0;  // not read in FP8 mode

@@ -528,17 +528,32 @@ TEST(RunConfig, Warnings) {
   EXPECT_TRUE(c.quant.quant_vit);
   EXPECT_TRUE(c.warnings.empty());
   // weight_rounding (ext): gptq on fp8_static is honoured with damp_percent, silently; on GPTQ it is warned.
-  c = load_run_config(t.write("w9.yaml", config_with("    name: fp8_static\n    quant_method:\n      weight: per-tensor\n"
-                                                     "      activation: per-tensor\n      weight_rounding: gptq\n"
-                                                     "      damp_percent: 0.05\n")));
-  EXPECT_TRUE(c.quant.fp8_gptq_rounding);
+  c = load_run_config(
+      t.write("w9.yaml", config_with("    name: fp8_static\n    quant_method:\n      weight: per-tensor\n"
+                                     "      activation: per-tensor\n      weight_rounding: gptq\n"
+                                     "      damp_percent: 0.05\n")));
+  EXPECT_TRUE(c.quant.gptq_rounding);
   EXPECT_DOUBLE_EQ(c.quant.damp_percent, 0.05);
   EXPECT_TRUE(c.warnings.empty()) << c.warnings[0];
   EXPECT_EQ(c.to_json()["compression"]["quantization"]["quant_method"]["weight_rounding"], "gptq");
   c = load_run_config(t.write("w10.yaml", config_with(std::string(kGptq4) + "      weight_rounding: gptq\n")));
-  EXPECT_FALSE(c.quant.fp8_gptq_rounding);
+  EXPECT_FALSE(c.quant.gptq_rounding);
   ASSERT_EQ(c.warnings.size(), 1u);
   EXPECT_NE(c.warnings[0].find("quant_method.weight_rounding: ignored"), std::string::npos) << c.warnings[0];
+  // On AWQ it is honoured too (with damp_percent) and echoed; rtn is the default.
+  const std::string awq =
+      "    name: int4_awq\n    bits: 4\n    quant_method:\n      weight: per-group\n"
+      "      group_size: 128\n      zero_point: true\n      mse_range: false\n";
+  c = load_run_config(
+      t.write("w11.yaml", config_with(awq + "      weight_rounding: gptq\n      damp_percent: 0.02\n")));
+  EXPECT_TRUE(c.quant.gptq_rounding);
+  EXPECT_DOUBLE_EQ(c.quant.damp_percent, 0.02);
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings[0];
+  EXPECT_EQ(c.to_json()["compression"]["quantization"]["quant_method"]["weight_rounding"], "gptq");
+  EXPECT_EQ(c.to_json()["compression"]["quantization"]["quant_method"]["damp_percent"], 0.02);
+  c = load_run_config(t.write("w12.yaml", config_with(awq)));
+  EXPECT_FALSE(c.quant.gptq_rounding);
+  EXPECT_EQ(c.to_json()["compression"]["quantization"]["quant_method"]["weight_rounding"], "rtn");
 }
 
 TEST(RunConfig, SyntaxAndFileErrors) {

@@ -64,7 +64,7 @@ struct QuantSection {
   bool desc_act = false;                  // GPTQ (ext)
   bool dequant_to_bf16 = false;           // GPTQ
   double damp_percent = 0.01;             // GPTQ and FP8 GPTQ rounding (ext), in (0, 1]
-  bool fp8_gptq_rounding = false;         // fp8_static (ext): quant_method.weight_rounding: gptq
+  bool gptq_rounding = false;             // fp8_static, AWQ (ext): quant_method.weight_rounding: gptq
   double moe_min_token_fraction = 0.005;  // GPTQ/AWQ (ext), in [0, 1]
   AwqOutputDtype awq_output_dtype = AwqOutputDtype::kFloat16;  // AWQ (ext)
   std::vector<std::string> ignore_layers;                      // SPEC 2.7; "re:" entries already checked to compile

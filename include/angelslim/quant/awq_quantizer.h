@@ -61,6 +61,8 @@ class AwqQuantizer : public LayerQuantizer {
   bool mse_range_;
   bool awq_bf16_;
   double min_token_fraction_;
+  bool gptq_rounding_;  // quant_method.weight_rounding: gptq (ext): GPTQ error feedback on the AWQ grid
+  float damp_;
   GridSpec grid_;
   IgnoreMatcher ignore_;
   std::vector<std::string> not_convert_;  // modules_to_not_convert (empty -> null)

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,6 +29,8 @@ struct GptqOptions {
   int block_size = 128;        // B of the lazy block update
   ScaleDType scale_dtype = ScaleDType::kBF16;
   std::string name;  // linear name for error messages
+  // Set: this grid instead of the GPTQ-sym/asym one `sym` picks (AWQ's grids, for AWQ with GPTQ rounding).
+  std::optional<GridKind> grid;
   // Non-empty: FP8 E4M3 rounding with these fixed scales (1 = per tensor, rows = per channel) instead of an
   // integer grid; bits, group_size, sym and scale_dtype are not read, codes are e4m3 bytes of W / scale.
   std::vector<float> fp8_scales;

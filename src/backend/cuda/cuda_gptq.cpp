@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -145,6 +145,9 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     marks[n_marks++] = Clock::now();
   };
   mark();
+  // The device kernels implement the GPTQ grids only; another grid (AWQ's) takes the CPU solver.
+  if (opt.grid && *opt.grid != GridKind::kGptqSym && *opt.grid != GridKind::kGptqAsym)
+    return gptq_quantize(w, rows, cols, h, opt);
   const int k = cols;
   const int g = resolve_group_size(opt.group_size, k);
   const std::size_t kk = static_cast<std::size_t>(k) * k, rk = static_cast<std::size_t>(rows) * k;
@@ -223,7 +226,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
 
   mark();  // H upload, factorisation
   const bool static_groups = opt.order == GptqOrder::kActOrderStatic;
-  const GridKind kind = opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
+  const GridKind kind = opt.grid ? *opt.grid : opt.sym ? GridKind::kGptqSym : GridKind::kGptqAsym;
   const std::size_t n_par = static_cast<std::size_t>(rows) * res.n_groups;
   res.scales.resize(n_par);
   res.zeros.resize(n_par);
@@ -271,7 +274,8 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     }
     ANGELSLIM_CUDA_CHECK_LAUNCH(
         kernels::gptq_column_block(s, dwt, rows, k, du, i1, i2, g, static_groups, dperm, dscales, dzeros, res.n_groups,
-                                   opt.bits, opt.sym ? 0 : 1, scale_dtype, derr, dcodes_t, dloss, dinfo),
+                                   opt.bits, kind == GridKind::kGptqSym ? 0 : 1, scale_dtype, derr, dcodes_t, dloss,
+                                   dinfo),
         "gptq_column_block_kernel");
     // Lazy block update: wt[i2:, :] -= U[i1:i2, i2:]ᵀ · E1 (row-major), i.e. column-major C(rows × k-i2) -= E1 · U'.
     if (i2 < k)
@@ -350,9 +354,10 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   mark();  // downloads
   if (profile) {
     auto ms = [&](int i) { return std::chrono::duration<double, std::milli>(marks[i + 1] - marks[i]).count(); };
-    spdlog::info("gptq-profile {} [{} x {}]: checks {:.1f} ms, factor {:.1f} ms, loop {:.1f} ms, traces {:.1f} ms, "
-                 "downloads {:.1f} ms",
-                 name, rows, cols, ms(0), ms(1), ms(2), ms(3), ms(4));
+    spdlog::info(
+        "gptq-profile {} [{} x {}]: checks {:.1f} ms, factor {:.1f} ms, loop {:.1f} ms, traces {:.1f} ms, "
+        "downloads {:.1f} ms",
+        name, rows, cols, ms(0), ms(1), ms(2), ms(3), ms(4));
   }
   return res;
 }
