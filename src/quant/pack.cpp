@@ -1,7 +1,10 @@
 // GPTQ v1 and AWQ GEMM packing; see include/angelslim/quant/pack.h and SPEC 5.3.2 / 5.4.
 #include "angelslim/quant/pack.h"
 
+#include <algorithm>
+
 #include "angelslim/core/error.h"
+#include "angelslim/core/parallel.h"
 
 namespace angelslim {
 
@@ -34,18 +37,42 @@ std::vector<int32_t> pack_gptq_qweight(std::span<const uint8_t> codes, int n_out
   const int rows = n_in / p;
   const uint32_t qmax = (1u << bits) - 1u;
   std::vector<int32_t> out(static_cast<std::size_t>(rows) * n_out);
-  for (int n = 0; n < n_out; ++n) {
-    const uint8_t* q = codes.data() + static_cast<std::size_t>(n) * n_in;
-    for (int r = 0; r < rows; ++r) {
-      uint32_t word = 0;
-      for (int j = 0; j < p; ++j) {
-        const uint32_t c = q[r * p + j];
-        ANGELSLIM_CHECK(c <= qmax, InvalidInput, "gptq code {} at [{}, {}] exceeds {} bits", c, n, r * p + j, bits);
-        word |= c << (bits * j);
+  // Tiles of kTileN output columns x kTileR packed rows: the codes of a tile (kTileN rows of kTileR * p bytes) stay
+  // in cache and each packed row of the tile is written as one contiguous run. Bands of kBandN columns run on a few
+  // threads (wide enough that two threads rarely write the same cache line).
+  constexpr int kTileN = 16, kTileR = 64, kBandN = 256;
+  const int bands = (n_out + kBandN - 1) / kBandN;
+  std::vector<uint32_t> seen(static_cast<std::size_t>(bands), 0);  // OR of the codes of each band
+  parallel_for(bands, [&, src = codes.data(), dst = out.data()](int64_t b) {
+    // Locals, not the captured references: the int32 stores below could alias them and force reloads.
+    const int no = n_out, ni = n_in, nr = rows, pf = p, nb = bits;
+    uint32_t any = 0;
+    const int b1 = std::min(no, static_cast<int>(b + 1) * kBandN);
+    for (int n0 = static_cast<int>(b) * kBandN; n0 < b1; n0 += kTileN) {
+      const int n1 = std::min(b1, n0 + kTileN);
+      for (int r0 = 0; r0 < nr; r0 += kTileR) {
+        const int r1 = std::min(nr, r0 + kTileR);
+        for (int r = r0; r < r1; ++r)
+          for (int n = n0; n < n1; ++n) {
+            const uint8_t* q = src + static_cast<std::size_t>(n) * ni + static_cast<std::size_t>(r) * pf;
+            uint32_t word = 0;
+            for (int j = 0; j < pf; ++j) {
+              any |= q[j];
+              word |= static_cast<uint32_t>(q[j]) << (nb * j);
+            }
+            dst[static_cast<std::size_t>(r) * no + n] = as_i32(word);
+          }
       }
-      out[static_cast<std::size_t>(r) * n_out + n] = as_i32(word);
     }
-  }
+    seen[static_cast<std::size_t>(b)] = any;
+  });
+  for (const uint32_t any : seen)
+    if (any > qmax)  // name the first offending code in row-major order
+      for (int n = 0; n < n_out; ++n)
+        for (int k = 0; k < n_in; ++k) {
+          const uint32_t c = codes[static_cast<std::size_t>(n) * n_in + k];
+          ANGELSLIM_CHECK(c <= qmax, InvalidInput, "gptq code {} at [{}, {}] exceeds {} bits", c, n, k, bits);
+        }
   return out;
 }
 
@@ -107,17 +134,43 @@ std::vector<int32_t> pack_awq_qweight(std::span<const uint8_t> codes, int n_out,
   check_divisible(n_out, 8, "awq output dim");
   const int words = n_out / 8;
   std::vector<int32_t> out(static_cast<std::size_t>(n_in) * words);
-  for (int k = 0; k < n_in; ++k)
-    for (int c = 0; c < words; ++c) {
-      uint32_t word = 0;
-      for (int i = 0; i < 8; ++i) {
-        const int n = 8 * c + kAwqOrder[i];
-        const uint32_t q = codes[static_cast<std::size_t>(n) * n_in + k];
-        ANGELSLIM_CHECK(q <= 15u, InvalidInput, "awq code {} at [{}, {}] exceeds 4 bits", q, n, k);
-        word |= q << (4 * i);
+  // Tiles of kTileW words (8 * kTileW output rows) x kTileK input columns: the tile's codes stay in cache, each
+  // input column of the tile is written as one contiguous run of words. Bands of kBandW words run on a few threads
+  // (wide enough that two threads rarely write the same cache line).
+  constexpr int kTileW = 16, kTileK = 64, kBandW = 256;
+  const int bands = (words + kBandW - 1) / kBandW;
+  std::vector<uint32_t> seen(static_cast<std::size_t>(bands), 0);  // OR of the codes of each band
+  parallel_for(bands, [&, src = codes.data(), dst = out.data()](int64_t b) {
+    // Locals, not the captured references: the int32 stores below could alias them and force reloads.
+    const int nw = words;
+    const std::size_t ni = static_cast<std::size_t>(n_in);
+    uint32_t any = 0;
+    const int b1 = std::min(nw, static_cast<int>(b + 1) * kBandW);
+    for (int c0 = static_cast<int>(b) * kBandW; c0 < b1; c0 += kTileW) {
+      const int c1 = std::min(b1, c0 + kTileW);
+      for (int k0 = 0; k0 < static_cast<int>(ni); k0 += kTileK) {
+        const int k1 = std::min(static_cast<int>(ni), k0 + kTileK);
+        for (int k = k0; k < k1; ++k)
+          for (int c = c0; c < c1; ++c) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; ++i) {
+              const uint32_t q = src[static_cast<std::size_t>(8 * c + kAwqOrder[i]) * ni + static_cast<std::size_t>(k)];
+              any |= q;
+              word |= q << (4 * i);
+            }
+            dst[static_cast<std::size_t>(k) * nw + c] = as_i32(word);
+          }
       }
-      out[static_cast<std::size_t>(k) * words + c] = as_i32(word);
     }
+    seen[static_cast<std::size_t>(b)] = any;
+  });
+  for (const uint32_t any : seen)
+    if (any > 15u)  // name the first offending code in row-major order
+      for (int n = 0; n < n_out; ++n)
+        for (int k = 0; k < n_in; ++k) {
+          const uint32_t q = codes[static_cast<std::size_t>(n) * n_in + k];
+          ANGELSLIM_CHECK(q <= 15u, InvalidInput, "awq code {} at [{}, {}] exceeds 4 bits", q, n, k);
+        }
   return out;
 }
 

@@ -130,6 +130,55 @@ TEST(Pack, RandomRoundTrips) {
   }
 }
 
+// The packers work in cache tiles on several threads: every word of shapes that cross and do not fill the tiles
+// (GPTQ: 16 output columns x 64 packed rows; AWQ: 16 words x 64 input columns) against SPEC 5.3.2 / 5.4's bit
+// positions, and an out-of-range code is named at its first row-major position.
+TEST(Pack, TiledPackingMatchesTheLayoutFormulas) {
+  std::mt19937 rng(9);
+  for (const int bits : {4, 8}) {
+    const int n_out = 40, n_in = 560, p = 32 / bits;
+    std::vector<uint8_t> codes(static_cast<std::size_t>(n_out) * n_in);
+    for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1u));
+    const auto qw = pack_gptq_qweight(codes, n_out, n_in, bits);
+    ASSERT_EQ(qw.size(), static_cast<std::size_t>(n_in / p) * n_out);
+    for (int n = 0; n < n_out; ++n)
+      for (int k = 0; k < n_in; ++k) {
+        const uint32_t word = static_cast<uint32_t>(qw[static_cast<std::size_t>(k / p) * n_out + n]);
+        ASSERT_EQ((word >> (bits * (k % p))) & ((1u << bits) - 1u), codes[static_cast<std::size_t>(n) * n_in + k])
+            << "bits " << bits << " [" << n << ", " << k << "]";
+      }
+    if (bits == 4) {
+      codes[static_cast<std::size_t>(37) * n_in + 500] = 16;
+      codes[static_cast<std::size_t>(3) * n_in + 11] = 200;
+      try {
+        pack_gptq_qweight(codes, n_out, n_in, bits);
+        FAIL() << "expected InvalidInput";
+      } catch (const InvalidInput& e) {
+        EXPECT_NE(std::string(e.what()).find("gptq code 200 at [3, 11] exceeds 4 bits"), std::string::npos) << e.what();
+      }
+    }
+  }
+  const int n_out = 8 * 37, n_in = 130;
+  std::vector<uint8_t> codes(static_cast<std::size_t>(n_out) * n_in);
+  for (auto& c : codes) c = static_cast<uint8_t>(rng() & 15u);
+  const auto qw = pack_awq_qweight(codes, n_out, n_in);
+  ASSERT_EQ(qw.size(), static_cast<std::size_t>(n_in) * (n_out / 8));
+  for (int n = 0; n < n_out; ++n)
+    for (int k = 0; k < n_in; ++k) {
+      const uint32_t word = static_cast<uint32_t>(qw[static_cast<std::size_t>(k) * (n_out / 8) + n / 8]);
+      ASSERT_EQ((word >> (4 * kAwqInverseOrder[n % 8])) & 15u, codes[static_cast<std::size_t>(n) * n_in + k])
+          << "[" << n << ", " << k << "]";
+    }
+  codes[static_cast<std::size_t>(290) * n_in + 3] = 17;
+  codes[static_cast<std::size_t>(200) * n_in + 129] = 99;
+  try {
+    pack_awq_qweight(codes, n_out, n_in);
+    FAIL() << "expected InvalidInput";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("awq code 99 at [200, 129] exceeds 4 bits"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Pack, RtnThroughCheckpointLayoutDequantizes) {
   // Quantize with GPTQ-sym, pack as GPTQ v1, then dequantize from the checkpoint tensors with SPEC 5.3.2's
   // formula W[n, k] = (q[k, n] - Z) * S[g_idx[k], n]: must equal the quantizer's dequantized matrix exactly.
