@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 
 #include "angelslim/calib/backend.h"
@@ -25,22 +26,28 @@ std::filesystem::path fp8_config(const test::TmpDir& dir, const std::string& alg
   return test::write_config(dir.path(), "run", "hy-dense-tiny", "HunyuanDense", quant, 4, 64);
 }
 
+// run_pipeline(ro) must fail with one Unsupported line (exit 2) that contains every one of `needles`, and leave no
+// output behind.
+void expect_unsupported_line(const test::TmpDir& dir, const RunOptions& ro, std::initializer_list<const char*> needles) {
+  try {
+    run_pipeline(ro);
+    FAIL() << "expected Unsupported";
+  } catch (const Unsupported& e) {
+    const std::string msg = e.what();
+    for (const char* n : needles) EXPECT_NE(msg.find(n), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_EQ(e.exit_code(), 2);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "out" / "run")) << "no output on failure";
+}
+
 TEST(DeviceSelection, CudaWithoutDeviceIsOneUnsupportedLine) {
   if (cuda_calib_available()) GTEST_SKIP() << "a CUDA device is present (tests/gpu covers --device cuda)";
   test::TmpDir dir("device");
   RunOptions ro;
   ro.config_path = fp8_config(dir);
   ro.device = "cuda";
-  try {
-    run_pipeline(ro);
-    FAIL() << "expected Unsupported";
-  } catch (const Unsupported& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("--device cuda"), std::string::npos) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    EXPECT_EQ(e.exit_code(), 2);
-  }
-  EXPECT_FALSE(std::filesystem::exists(dir.path() / "out" / "run")) << "no output on failure";
+  expect_unsupported_line(dir, ro, {"--device cuda"});
   // The CLI prints exactly one line and exits 2.
   const auto err = dir.path() / "stderr.txt";
   const std::string cmd = std::string(ANGELSLIM_BIN) + " -q -c " + ro.config_path.string() + " --device cuda 2>" +
@@ -74,16 +81,7 @@ TEST(DeviceSelection, AwqGptqRoundingOnCudaIsUnsupported) {
   RunOptions ro;
   ro.config_path = test::write_config(dir.path(), "run", "hy-dense-tiny", "HunyuanDense", quant, 4, 64);
   ro.device = "cuda";
-  try {
-    run_pipeline(ro);
-    FAIL() << "expected Unsupported";
-  } catch (const Unsupported& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("weight_rounding: gptq"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("--device cpu"), std::string::npos) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  }
-  EXPECT_FALSE(std::filesystem::exists(dir.path() / "out" / "run")) << "no output on failure";
+  expect_unsupported_line(dir, ro, {"weight_rounding: gptq", "--device cpu"});
 }
 
 TEST(DeviceSelection, UnknownDeviceIsInvalidInput) {
