@@ -28,7 +28,8 @@ std::filesystem::path fp8_config(const test::TmpDir& dir, const std::string& alg
 
 // run_pipeline(ro) must fail with one Unsupported line (exit 2) that contains every one of `needles`, and leave no
 // output behind.
-void expect_unsupported_line(const test::TmpDir& dir, const RunOptions& ro, std::initializer_list<const char*> needles) {
+void expect_unsupported_line(const test::TmpDir& dir, const RunOptions& ro,
+                             std::initializer_list<const char*> needles) {
   try {
     run_pipeline(ro);
     FAIL() << "expected Unsupported";
