@@ -558,7 +558,7 @@ void Loader::parse_quantization(const Section& comp) {
     else if (algo_known_)
       warn_unused(m, "weight_rounding", "read by FP8 and AWQ only (GPTQ rounds with GPTQ)");
   }
-  const bool fp8_gptq = (fp8 || out.algo == QuantAlgo::kAwq) && out.gptq_rounding;  // reads damp_percent
+  const bool gptq_rounded = out.gptq_rounding;  // set for fp8_static / AWQ only; reads damp_percent
 
   // GPTQ-only keys
   if (auto v = get_bool(m, "actorder"); v && gptq) out.actorder = *v;
@@ -567,12 +567,12 @@ void Loader::parse_quantization(const Section& comp) {
   if (auto v = get_float(m, "damp_percent")) {
     if (!(*v > 0.0 && *v <= 1.0))
       problem(m.key_path("damp_percent"), fmt::format("is {}", *v), "a number in (0, 1]");
-    else if (gptq || fp8_gptq)
+    else if (gptq || gptq_rounded)
       out.damp_percent = *v;
   }
   if (algo_known_ && !gptq)
     for (std::string_view k : {"actorder", "desc_act", "dequant_to_bf16", "damp_percent"})
-      if (k != "damp_percent" || !fp8_gptq) warn_unused(m, k, "read by GPTQ only");
+      if (k != "damp_percent" || !gptq_rounded) warn_unused(m, k, "read by GPTQ only");
   if (auto v = get_float(m, "moe_min_token_fraction")) {
     if (!(*v >= 0.0 && *v <= 1.0))
       problem(m.key_path("moe_min_token_fraction"), fmt::format("is {}", *v), "a number in [0, 1]");

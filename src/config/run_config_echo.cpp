@@ -68,12 +68,9 @@ nlohmann::json RunConfig::to_json() const {
   json quant_method = {{"weight", yaml_name(quant.weight)}};
   const bool gptq = quant.algo == QuantAlgo::kGptq;
   const bool awq = quant.algo == QuantAlgo::kAwq;
-  if (quant.is_fp8()) {
+  if (quant.is_fp8())
     quant_method["activation"] = quant.activation_dynamic ? "per-tensor (dynamic)" : "per-tensor (static)";
-    quant_method["weight_rounding"] = quant.gptq_rounding ? "gptq" : "rtn";
-    if (quant.gptq_rounding) quant_method["damp_percent"] = quant.damp_percent;
-  }
-  if (awq) {
+  if (quant.is_fp8() || awq) {
     quant_method["weight_rounding"] = quant.gptq_rounding ? "gptq" : "rtn";
     if (quant.gptq_rounding) quant_method["damp_percent"] = quant.damp_percent;
   }

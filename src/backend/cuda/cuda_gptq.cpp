@@ -106,6 +106,9 @@ GptqCudaWorkspace::~GptqCudaWorkspace() {
 
 GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int cols, std::span<const float> h,
                                        const GptqOptions& opt) {
+  // The device kernels implement the GPTQ grids only; another grid (AWQ's) takes the CPU solver, checks included.
+  if (opt.grid && *opt.grid != GridKind::kGptqSym && *opt.grid != GridKind::kGptqAsym)
+    return gptq_quantize(w, rows, cols, h, opt);
   const std::string& name = opt.name.empty() ? std::string("linear") : opt.name;
   ANGELSLIM_CHECK(opt.bits >= 2 && opt.bits <= 8, InvalidInput, "{}: GPTQ bits must be in [2, 8], got {}", name,
                   opt.bits);
@@ -145,9 +148,6 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     marks[n_marks++] = Clock::now();
   };
   mark();
-  // The device kernels implement the GPTQ grids only; another grid (AWQ's) takes the CPU solver.
-  if (opt.grid && *opt.grid != GridKind::kGptqSym && *opt.grid != GridKind::kGptqAsym)
-    return gptq_quantize(w, rows, cols, h, opt);
   const int k = cols;
   const int g = resolve_group_size(opt.group_size, k);
   const std::size_t kk = static_cast<std::size_t>(k) * k, rk = static_cast<std::size_t>(rows) * k;

@@ -96,6 +96,12 @@ void host_copy(void* dst, const void* src, std::size_t bytes) {
       4);
 }
 
+// A copy of fewer than kStagedMin bytes: straight through the driver, then the stream is synchronised.
+void direct_copy(const CudaContext& ctx, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx.stream()));
+  ctx.synchronize();
+}
+
 }  // namespace
 
 void CudaContext::ensure_staging() {
@@ -108,11 +114,7 @@ void CudaContext::ensure_staging() {
 
 void CudaContext::copy_to_host(void* host, const void* dev, std::size_t bytes) {
   if (bytes == 0) return;
-  if (bytes < kStagedMin) {
-    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_));
-    synchronize();
-    return;
-  }
+  if (bytes < kStagedMin) return direct_copy(*this, host, dev, bytes, cudaMemcpyDeviceToHost);
   ensure_staging();
   const std::size_t chunks = (bytes + kStagingChunk - 1) / kStagingChunk;
   auto enqueue = [&](std::size_t c) {
@@ -134,11 +136,7 @@ void CudaContext::copy_to_host(void* host, const void* dev, std::size_t bytes) {
 
 void CudaContext::copy_to_device(void* dev, const void* host, std::size_t bytes) {
   if (bytes == 0) return;
-  if (bytes < kStagedMin) {
-    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream_));
-    synchronize();
-    return;
-  }
+  if (bytes < kStagedMin) return direct_copy(*this, dev, host, bytes, cudaMemcpyHostToDevice);
   ensure_staging();
   const std::size_t chunks = (bytes + kStagingChunk - 1) / kStagingChunk;
   for (std::size_t c = 0; c < chunks; ++c) {
