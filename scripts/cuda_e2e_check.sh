@@ -10,7 +10,8 @@
 #          in one call); BIN_DIR=.devcarry-X takes the binaries packed there instead (a second build in the same call:
 #          `scripts/cuda_e2e_check.sh pack BUILD_DIR .devcarry-X` here, carry both).
 #          prof: one run of each of PROF_ALGOS (default "fp8_static int4_gptq") on the 0.5B shape under nsys (when
-#          installed): kernel / API / memcpy summaries in $OUT/prof_<algo>.txt.
+#          installed): kernel / API / memcpy summaries in $OUT/prof_<algo>.txt (BENCH_7B_ONLY=1 BENCH_7B=1
+#          BENCH_7B_LAYERS=N: the 7B shape instead).
 #          -> $OUT/gpu_tests.log, $OUT/gpu_bench.log, $OUT/gpu_bench.jsonl, $OUT/report_*.json
 set -euo pipefail
 
@@ -117,7 +118,7 @@ if [[ ",$steps," == *",prof,"* ]]; then
     mkdir -p "$OUT/prof"
     OUT=$OUT/prof BIN=$bin REPS=1 ALGOS=$algo bash "$repo/bench/e2e/gpu_bench.sh" >"$OUT/prof_bench_$algo.log" 2>&1
     echo "prof $algo rc=$?"; grep -v '^\[gpu-bench\]' "$OUT/prof_bench_$algo.log" | tail -3
-    rep=$(ls /tmp/prof/run_*.nsys-rep 2>/dev/null | head -1)
+    rep=$(ls -S /tmp/prof/run_*.nsys-rep 2>/dev/null | head -1)  # the largest: the quantize run, not synth
     if [ -n "$nsys_bin" ] && [ -n "$rep" ]; then
       "$nsys_bin" stats -q --format table -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,osrt_sum "$rep" 2>&1 |
         cut -c1-300 >"$OUT/prof_$algo.txt"

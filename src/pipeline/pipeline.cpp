@@ -65,6 +65,16 @@ int gptq_concurrency(int fallback) {
   return static_cast<int>(v);
 }
 
+// ANGELSLIM_DEFER_WRITES: unset = defer the layer writes where there are no resume checkpoints (--device cuda with
+// calibration); 0 = never; 1 = always, the CPU's resume checkpoints left off (a test hook for the deferred path).
+std::optional<bool> defer_writes_env() {
+  const char* env = std::getenv("ANGELSLIM_DEFER_WRITES");
+  if (!env || !*env) return std::nullopt;
+  ANGELSLIM_CHECK(std::string(env) == "0" || std::string(env) == "1", InvalidInput,
+                  "ANGELSLIM_DEFER_WRITES='{}': expected 0 or 1", env);
+  return std::string(env) == "1";
+}
+
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -108,25 +118,30 @@ void copy_tensor(const TensorView& t, SafetensorsWriter& w) {
   w.add(t.name, t.dtype, t.shape, std::span<const uint8_t>(t.data, t.nbytes));
 }
 
-// Writes the tensors of layer `l`: quantized modules from the quantizer, everything else as in the source.
-void write_layer(int64_t l, const TensorStore& store, LayerQuantizer& q, SafetensorsWriter& w) {
+// The writes of layer `l`'s tensors in source order: quantized modules from the quantizer (deferred, see
+// LayerQuantizer::take_module), everything else as in the source (the store is read-only while the pipeline runs).
+std::vector<std::function<void(SafetensorsWriter&)>> layer_writes(int64_t l, const TensorStore& store,
+                                                                  LayerQuantizer& q) {
+  std::vector<std::function<void(SafetensorsWriter&)>> writes;
   const std::string prefix = "model.layers." + std::to_string(l) + ".";
   for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0; ++it) {
     const std::string& name = it->first;
+    const TensorView* t = it->second;
     const std::string suffix = ".weight";
     if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
       const std::string module = name.substr(0, name.size() - suffix.size());
       if (q.has_output(module)) {
-        q.write_module(module, w);
+        writes.push_back(q.take_module(module));
         continue;
       }
     }
     if (const auto* mod = q.modified_tensor(name)) {
-      w.add(name, it->second->dtype, it->second->shape, *mod);
+      writes.push_back([name, t, mod](SafetensorsWriter& w) { w.add(name, t->dtype, t->shape, *mod); });
       continue;
     }
-    copy_tensor(*it->second, w);
+    writes.push_back([t](SafetensorsWriter& w) { copy_tensor(*t, w); });
   }
+  return writes;
 }
 
 // GPTQ's Cholesky retry ladder (SPEC 4.4.3): a raised damping is logged, an RTN fallback becomes a warning.
@@ -226,7 +241,8 @@ int run_pipeline(const RunOptions& opt) {
     vit_fp8 = std::make_unique<VitFp8Quantizer>(rc, cfg, store);
   OutputDir out(rc.output_dir(), opt.overwrite);
   // Resume (docs/reliability.md) needs the calibration state on the host: the CPU backend, or no calibration.
-  const bool resumable = !on_gpu || !quantizer->needs_calibration();
+  const std::optional<bool> defer_env = defer_writes_env();
+  const bool resumable = (!on_gpu || !quantizer->needs_calibration()) && defer_env != true;
   std::future<std::string> model_fp;
   if (resumable)
     model_fp = std::async(std::launch::async, [&] { return model_fingerprint(model_dir, store.files()); });
@@ -380,6 +396,15 @@ int run_pipeline(const RunOptions& opt) {
   };
   std::future<DecoderLayer> next;
   if (first_layer < cfg.n_layers) next = std::async(std::launch::async, load, first_layer);
+  // Deferred writes: layer l's tensors are packed and written on a second thread while layer l + 1 is quantized
+  // (not with checkpoints, which save the writer's state after each layer). `writing` returns that write's seconds.
+  const bool defer_writes = quantizer->deferred_writes() && !ckpt && defer_env != false;
+  std::future<double> writing;
+  auto finish_write = [&] {  // waits for the previous layer's write; its seconds go to that layer's report
+    if (!writing.valid()) return;
+    const double s = writing.get();
+    layers.back()["write_s"] = s;
+  };
   for (int64_t l = first_layer; l < cfg.n_layers; ++l) {
     const auto t0 = Clock::now();
     DecoderLayer layer = next.get();
@@ -392,8 +417,19 @@ int run_pipeline(const RunOptions& opt) {
     if (host_acts && !opt.allow_nonfinite)
       check_finite_activations(host_acts->x(), cfg.d_model, sample_offsets, l);
     const auto tw = Clock::now();
-    write_layer(l, store, *quantizer, writer);
-    rep["write_s"] = since(tw);
+    auto writes = layer_writes(l, store, *quantizer);
+    auto write_all = [&writer, writes = std::move(writes)] {
+      const auto t = Clock::now();
+      for (const auto& w : writes) w(writer);
+      return since(t);
+    };
+    if (defer_writes) {
+      finish_write();
+      rep["write_wait_s"] = since(tw);  // waiting for the previous layer's write (overlapped with this layer)
+      writing = std::async(std::launch::async, std::move(write_all));
+    } else {
+      rep["write_s"] = write_all();
+    }
     rep["seconds"] = since(t0);
     for (const auto& w : rep["warnings"]) {
       spdlog::warn("{}", w.get<std::string>());
@@ -411,6 +447,9 @@ int run_pipeline(const RunOptions& opt) {
   json backend = acts ? acts->report() : json(nullptr);
   acts.reset();
   timing["layers"] = since(t_layers);
+  const auto t_last_write = Clock::now();
+  finish_write();  // the last layer's write (after the layers' time: no layer overlaps it)
+  if (defer_writes) timing["last_layer_write"] = since(t_last_write);
 
   // Non-layer tensors after the layers (final norm; lm_head only when untied).
   const auto t_write = Clock::now();

@@ -202,17 +202,21 @@ void Fp8Quantizer::quantize_layer_with(DecoderLayer& L, CalibBackend* calib, jso
   }
 }
 
-void Fp8Quantizer::write_module(const std::string& module, SafetensorsWriter& w) {
+void Fp8Quantizer::write_module(const std::string& module, SafetensorsWriter& w) { take_module(module)(w); }
+
+std::function<void(SafetensorsWriter&)> Fp8Quantizer::take_module(const std::string& module) {
   auto it = out_.find(module);
   ANGELSLIM_ASSERT(it != out_.end());
-  const Out& o = it->second;
-  w.add(module + ".weight", DType::kF8E4M3, {o.rows, o.cols}, o.w.data);
-  if (per_channel_)
-    w.add_f32(module + ".weight_scale", {o.rows, 1}, o.w.scale);
-  else
-    w.add_f32(module + ".weight_scale", {1}, o.w.scale);
-  if (static_) w.add_f32(module + ".input_scale", {1}, std::vector<float>{o.input_scale});
+  auto o = std::make_shared<Out>(std::move(it->second));
   out_.erase(it);
+  return [o, module, per_channel = per_channel_, input = static_](SafetensorsWriter& w) {
+    w.add(module + ".weight", DType::kF8E4M3, {o->rows, o->cols}, o->w.data);
+    if (per_channel)
+      w.add_f32(module + ".weight_scale", {o->rows, 1}, o->w.scale);
+    else
+      w.add_f32(module + ".weight_scale", {1}, o->w.scale);
+    if (input) w.add_f32(module + ".input_scale", {1}, std::vector<float>{o->input_scale});
+  };
 }
 
 ordered_json Fp8Quantizer::quantization_config() const {

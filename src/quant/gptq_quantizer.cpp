@@ -258,25 +258,31 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
   report["commit_s"] = commit_s;
 }
 
-void GptqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) {
+void GptqQuantizer::write_module(const std::string& module, SafetensorsWriter& w) { take_module(module)(w); }
+
+std::function<void(SafetensorsWriter&)> GptqQuantizer::take_module(const std::string& module) {
   auto it = out_.find(module);
   ANGELSLIM_ASSERT(it != out_.end());
-  Out& o = it->second;
-  const int64_t R = o.rows, K = o.cols, G = o.n_groups;
-  if (dequant_bf16_) {
-    put_half(w, module + ".weight", {R, K}, o.w_hat, true);
-  } else if (awq_layout_) {
-    put_i32(w, module + ".qweight", {K, R / 8}, pack_awq_qweight(o.codes, o.rows, o.cols));
-    put_i32(w, module + ".qzeros", {G, R / 8}, pack_awq_qzeros(o.zeros, o.rows, o.n_groups));
-    put_half(w, module + ".scales", {G, R}, transpose_scales(o.scales, o.rows, o.n_groups), awq_bf16_);
-  } else {
-    const int64_t P = 32 / bits_;
-    put_i32(w, module + ".qweight", {K / P, R}, pack_gptq_qweight(o.codes, o.rows, o.cols, bits_));
-    put_i32(w, module + ".qzeros", {G, R / P}, pack_gptq_qzeros(o.zeros, o.rows, o.n_groups, bits_));
-    put_half(w, module + ".scales", {G, R}, transpose_scales(o.scales, o.rows, o.n_groups), true);
-    put_i32(w, module + ".g_idx", {K}, o.g_idx);
-  }
+  auto o = std::make_shared<Out>(std::move(it->second));
   out_.erase(it);
+  // The packing runs with the write (on the writer's thread when deferred): it reads only `o` and fixed settings.
+  return [o, module, bits = bits_, dequant_bf16 = dequant_bf16_, awq_layout = awq_layout_,
+          awq_bf16 = awq_bf16_](SafetensorsWriter& w) {
+    const int64_t R = o->rows, K = o->cols, G = o->n_groups;
+    if (dequant_bf16) {
+      put_half(w, module + ".weight", {R, K}, o->w_hat, true);
+    } else if (awq_layout) {
+      put_i32(w, module + ".qweight", {K, R / 8}, pack_awq_qweight(o->codes, o->rows, o->cols));
+      put_i32(w, module + ".qzeros", {G, R / 8}, pack_awq_qzeros(o->zeros, o->rows, o->n_groups));
+      put_half(w, module + ".scales", {G, R}, transpose_scales(o->scales, o->rows, o->n_groups), awq_bf16);
+    } else {
+      const int64_t P = 32 / bits;
+      put_i32(w, module + ".qweight", {K / P, R}, pack_gptq_qweight(o->codes, o->rows, o->cols, bits));
+      put_i32(w, module + ".qzeros", {G, R / P}, pack_gptq_qzeros(o->zeros, o->rows, o->n_groups, bits));
+      put_half(w, module + ".scales", {G, R}, transpose_scales(o->scales, o->rows, o->n_groups), true);
+      put_i32(w, module + ".g_idx", {K}, o->g_idx);
+    }
+  };
 }
 
 ordered_json GptqQuantizer::quantization_config() const {

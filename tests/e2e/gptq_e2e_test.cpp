@@ -207,6 +207,31 @@ TEST(GptqE2E, ConcurrentSolvesGiveIdenticalOutputs) {
   }
 }
 
+// The layer writes on a second thread (ANGELSLIM_DEFER_WRITES=1; the default on --device cuda) give the same shards
+// as the writes in line; the report gives the write times where they happened.
+TEST(GptqE2E, DeferredWritesGiveIdenticalOutputs) {
+  ::setenv("ANGELSLIM_DEFER_WRITES", "0", 1);
+  GptqRun inline_run("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
+  ::setenv("ANGELSLIM_DEFER_WRITES", "1", 1);
+  GptqRun deferred("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
+  ::unsetenv("ANGELSLIM_DEFER_WRITES");
+  const auto a = json::parse(read_file(inline_run.out / "quant_report.json"));
+  const auto b = json::parse(read_file(deferred.out / "quant_report.json"));
+  ASSERT_FALSE(a["outputs"].empty());
+  EXPECT_EQ(a["outputs"], b["outputs"]) << "sha256 of the shards";
+  EXPECT_EQ(a["resume"]["enabled"], true);
+  EXPECT_EQ(b["resume"]["enabled"], false) << "deferred writes leave the resume checkpoints off";
+  EXPECT_FALSE(a["timing_s"].contains("last_layer_write"));
+  EXPECT_TRUE(b["timing_s"].contains("last_layer_write"));
+  ASSERT_EQ(a["layers"].size(), b["layers"].size());
+  for (std::size_t l = 0; l < b["layers"].size(); ++l) {
+    EXPECT_TRUE(a["layers"][l]["write_s"].is_number()) << l;
+    EXPECT_TRUE(b["layers"][l]["write_s"].is_number()) << l;
+    EXPECT_TRUE(b["layers"][l]["write_wait_s"].is_number()) << l;
+    EXPECT_FALSE(a["layers"][l].contains("write_wait_s")) << l;
+  }
+}
+
 TEST(GptqE2E, EightBitAndDescActLoadBack) {
   for (const auto& [bits, desc] : {std::pair{8, false}, std::pair{4, true}}) {
     GptqRun r("hy-dense-tiny", "HunyuanDense", gptq_yaml(bits, 64, true, desc), 8);

@@ -42,14 +42,17 @@ void expect_no_output(const fs::path& parent, const fs::path& out) {
 // The N-th write of the run fails with ENOSPC, for N from the first write to the very last one (found by doubling
 // and bisection): every failure is one line naming the file and "No space left on device", exit status 2, and no
 // output is published.
-TEST(WriteErrors, InjectedDiskFullAtEveryPhase) {
+// `extra_env`: more environment for the runs (the deferred layer writes).
+void check_disk_full_at_every_phase(const std::vector<std::string>& extra_env) {
   TmpDir d("wfault");
   const auto cfg = test::write_config(d.path(), "dyn", "hy-dense-tiny", "HunyuanDense", kFp8Dynamic);
   const fs::path out = d.path() / "out" / "dyn";
   int failures = 0;
   std::string last_err;
   auto attempt = [&](long n) {
-    const auto r = test::run_bin(quantize_args(cfg, out), d.path(), {"ANGELSLIM_FAULT_WRITE=" + std::to_string(n)});
+    std::vector<std::string> env = extra_env;
+    env.push_back("ANGELSLIM_FAULT_WRITE=" + std::to_string(n));
+    const auto r = test::run_bin(quantize_args(cfg, out), d.path(), env);
     if (r.status == 0) {
       fs::remove_all(out);
       return true;
@@ -81,6 +84,12 @@ TEST(WriteErrors, InjectedDiskFullAtEveryPhase) {
   EXPECT_NE(last_err.find("quant_report.json"), std::string::npos) << last_err;
   EXPECT_GE(failures, 8);
 }
+
+TEST(WriteErrors, InjectedDiskFullAtEveryPhase) { check_disk_full_at_every_phase({}); }
+
+// The same with the layers written on a second thread while the next layer is quantized: a failed write there ends
+// the run the same way.
+TEST(WriteErrors, InjectedDiskFullInDeferredWrites) { check_disk_full_at_every_phase({"ANGELSLIM_DEFER_WRITES=1"}); }
 
 TEST(WriteErrors, ReadOnlyDirectory) {
   TmpDir d("rofs");

@@ -21,6 +21,8 @@ class Fp8Quantizer : public LayerQuantizer {
   bool backend_neutral() const override { return true; }
   bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
   void write_module(const std::string& module, SafetensorsWriter& w) override;
+  std::function<void(SafetensorsWriter&)> take_module(const std::string& module) override;
+  bool deferred_writes() const override { return true; }
   nlohmann::ordered_json quantization_config() const override;
 
  private:

@@ -22,6 +22,8 @@ class GptqQuantizer : public LayerQuantizer {
   bool backend_neutral() const override { return true; }
   bool has_output(const std::string& module) const override { return out_.count(module) != 0; }
   void write_module(const std::string& module, SafetensorsWriter& w) override;
+  std::function<void(SafetensorsWriter&)> take_module(const std::string& module) override;
+  bool deferred_writes() const override { return true; }
   nlohmann::ordered_json quantization_config() const override;
   void edit_config(nlohmann::ordered_json& config) const override;
   // Whether the output uses the AWQ GEMM layout (asymmetric 4-bit).

@@ -1,5 +1,6 @@
 // The interface every algorithm (FP8, GPTQ, AWQ) implements for the layer-streaming pipeline.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,13 @@ class LayerQuantizer {
   virtual bool has_output(const std::string& module) const = 0;
   // Writes the tensors that replace "<module>.weight" and releases them.
   virtual void write_module(const std::string& module, SafetensorsWriter& w) = 0;
+  // The same write, deferred: the module's outputs leave the quantizer now, the returned call packs and writes them
+  // later. Where deferred_writes(), the call owns what it needs and may run on another thread while the quantizer
+  // works on the next layer; otherwise (the default) it calls write_module and must run before the next layer.
+  virtual std::function<void(SafetensorsWriter&)> take_module(const std::string& module) {
+    return [this, module](SafetensorsWriter& w) { write_module(module, w); };
+  }
+  virtual bool deferred_writes() const { return false; }
   // Replacement bytes for an unquantized source tensor the algorithm changed (AWQ norms), else nullptr.
   virtual const std::vector<uint8_t>* modified_tensor(const std::string& /*name*/) const { return nullptr; }
   // config.json["quantization_config"] (null for none).
