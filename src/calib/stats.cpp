@@ -37,6 +37,41 @@ LayerStats::AbsMax LayerStats::abs_max_of(const LinearId& id) const {
   return it == abs_max.end() ? AbsMax{} : it->second;
 }
 
+Hessian::Hessian(int64_t k, int64_t tokens, std::vector<float> host)
+    : k_(k), tokens_(tokens), host_(std::make_shared<Host>()) {
+  ANGELSLIM_ASSERT(host.size() == static_cast<std::size_t>(k * k));
+  host_->h = std::move(host);
+  std::call_once(host_->once, [] {});
+}
+
+Hessian::Hessian(int64_t k, int64_t tokens, float scale, std::shared_ptr<const DeviceMatrix> device)
+    : k_(k), tokens_(tokens), scale_(scale), device_(std::move(device)), host_(std::make_shared<Host>()) {
+  ANGELSLIM_ASSERT(device_ != nullptr);
+}
+
+std::span<const float> Hessian::host() const {
+  if (!host_) return {};
+  std::call_once(host_->once, [&] {
+    std::vector<float> h = device_->to_host();
+    ANGELSLIM_ASSERT(h.size() == static_cast<std::size_t>(k_ * k_));
+    for (auto& v : h) v *= scale_;
+    host_->h = std::move(h);
+  });
+  return host_->h;
+}
+
+Hessian LayerStats::take(const LinearId& id) {
+  auto it = gram.find(input_group(id));
+  if (it == gram.end() || it->second.tokens == 0) return {};
+  Gram g = std::move(it->second);
+  gram.erase(it);
+  const float s = 2.0f / static_cast<float>(g.tokens);
+  if (g.device) return Hessian(g.k, g.tokens, s, std::move(g.device));
+  ANGELSLIM_ASSERT(g.xtx.size() == static_cast<std::size_t>(g.k * g.k));
+  for (auto& v : g.xtx) v *= s;
+  return Hessian(g.k, g.tokens, std::move(g.xtx));
+}
+
 std::vector<float> LayerStats::take_hessian(const LinearId& id, int64_t* tokens) {
   auto it = gram.find(input_group(id));
   if (it == gram.end() || it->second.tokens == 0) {
@@ -46,6 +81,7 @@ std::vector<float> LayerStats::take_hessian(const LinearId& id, int64_t* tokens)
   Gram g = std::move(it->second);
   gram.erase(it);
   *tokens = g.tokens;
+  if (g.device) g.xtx = g.device->to_host();
   ANGELSLIM_ASSERT(g.xtx.size() == static_cast<std::size_t>(g.k * g.k));
   const float s = 2.0f / static_cast<float>(g.tokens);
   for (auto& v : g.xtx) v *= s;

@@ -299,14 +299,16 @@ int run_pipeline(const RunOptions& opt) {
                       "GPTQ solver '{}': expected auto, cuda or cpu", solver);
       if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()); gq && solver != "cpu") {
         const int n = gptq_concurrency(kCudaGptqConcurrency);
-        gq->set_solver(cuda_gptq_solver(*acts, n), "cuda", n);
+        // ANGELSLIM_GPTQ_DEVICE_HANDOFF=0: Hessians and W_hat go through the host as before (A/B runs, tests).
+        const char* handoff = std::getenv("ANGELSLIM_GPTQ_DEVICE_HANDOFF");
+        gq->set_solver(cuda_gptq_solver(*acts, n), "cuda", n, !(handoff && std::string(handoff) == "0"));
       }
     } else {
       auto host = std::make_unique<CalibActivations>(cfg, store, ids);
       if (ocr) host->set_multimodal(ocr->image_rows, ocr->image_embeds, std::move(ocr->xd_pos));
       acts = std::move(host);
       if (auto* gq = dynamic_cast<GptqQuantizer*>(quantizer.get()))
-        if (const int n = gptq_concurrency(1); n > 1) gq->set_solver(gptq_quantize, "cpu", n);
+        if (const int n = gptq_concurrency(1); n > 1) gq->set_solver(cpu_gptq_solver(), "cpu", n);
     }
     calib_report = ocr ? ocr->report : stats.to_json();
     calib_report["chat_template_sha256"] = tmpl.sha256();

@@ -20,7 +20,7 @@ namespace {
 
 // Relative output error on the calibration inputs, from the Hessian: tr(D H D^T) / tr(W H W^T), D = W_hat - W.
 double relative_output_error(const std::vector<float>& w, const std::vector<float>& w_hat, int rows, int cols,
-                             const std::vector<float>& h) {
+                             std::span<const float> h) {
   std::vector<float> d(w.size());
   for (std::size_t i = 0; i < w.size(); ++i) d[i] = w_hat[i] - w[i];
   auto quad = [&](const std::vector<float>& m) {
@@ -49,6 +49,12 @@ void put_half(SafetensorsWriter& w, const std::string& name, std::vector<int64_t
 }
 
 }  // namespace
+
+GptqSolver cpu_gptq_solver() {
+  return [](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
+    return gptq_quantize(w, rows, cols, h.host(), o);
+  };
+}
 
 GptqQuantizer::GptqQuantizer(const RunConfig& rc, const ModelConfig& cfg)
     : cfg_(cfg),
@@ -92,7 +98,7 @@ GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
     rec["damp"] = nullptr;
     rec["out_err"] = nullptr;
   } else {
-    const std::vector<float>& h = *job.h;
+    const Hessian& h = *job.h;
     GptqOptions opt;
     opt.bits = bits_;
     opt.group_size = group_size_;
@@ -101,12 +107,15 @@ GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
     opt.damp_percent = damp_;
     opt.scale_dtype = scale_dtype_;
     opt.name = job.id.full_name();
+    // A device solver keeps W_hat on its device for the backend (commit); a BF16 output needs it on the host.
+    opt.w_hat_on_device = device_solver_ && !dequant_bf16_;
     auto r = solver_(lin->w, rows, cols, h, opt);
     rec["method"] = r.fallback ? "cholesky_fallback" : "gptq";
     rec["damp"] = r.damp;
     rec["loss"] = r.loss;
     rec["dead_columns"] = r.n_dead;
-    rec["out_err"] = r.out_err >= 0.0 ? r.out_err : relative_output_error(lin->w, r.w_hat, rows, cols, h);
+    ANGELSLIM_ASSERT(r.out_err >= 0.0 || !r.w_hat_device);
+    rec["out_err"] = r.out_err >= 0.0 ? r.out_err : relative_output_error(lin->w, r.w_hat, rows, cols, h.host());
     rec["solver"] = solver_name_;
     o.codes = std::move(r.codes);
     o.scales = std::move(r.scales);
@@ -115,8 +124,12 @@ GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
     o.n_groups = r.n_groups;
     if (job.order == GptqOrder::kFold && !r.fallback) s.perm = std::move(r.perm);
     s.w_hat = std::move(r.w_hat);
+    s.w_hat_device = std::move(r.w_hat_device);
+    s.err_fro = r.err_fro;
   }
   // ||W_hat - W||² and ||W||²: per-row sums on a few threads, added in row order (the same for any thread count).
+  // W_hat on the device: the solver's own ||W_hat - W|| (FP64 on the device).
+  const bool on_device = s.w_hat_device != nullptr;
   std::vector<double> row_num(static_cast<std::size_t>(rows)), row_den(static_cast<std::size_t>(rows));
   parallel_for(
       rows,
@@ -124,14 +137,14 @@ GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
         const std::size_t b = static_cast<std::size_t>(r) * cols;
         double n = 0, d = 0;
         for (std::size_t i = b; i < b + static_cast<std::size_t>(cols); ++i) {
-          n += double(s.w_hat[i] - lin->w[i]) * (s.w_hat[i] - lin->w[i]);
+          if (!on_device) n += double(s.w_hat[i] - lin->w[i]) * (s.w_hat[i] - lin->w[i]);
           d += double(lin->w[i]) * lin->w[i];
         }
         row_num[static_cast<std::size_t>(r)] = n;
         row_den[static_cast<std::size_t>(r)] = d;
       },
       4);
-  double num = 0, den = 0;
+  double num = on_device ? s.err_fro * s.err_fro : 0.0, den = 0;
   for (int r = 0; r < rows; ++r) {
     num += row_num[static_cast<std::size_t>(r)];
     den += row_den[static_cast<std::size_t>(r)];
@@ -144,10 +157,18 @@ GptqQuantizer::Solved GptqQuantizer::solve(const Job& job) const {
 }
 
 void GptqQuantizer::commit(DecoderLayer& layer, const Job& job, Solved&& s, CalibBackend* acts, json& report) {
-  job.lin->w = std::move(s.w_hat);  // later stages and the next layer see the quantized weights (SPEC 4.4.6)
+  // Later stages and the next layer see the quantized weights (SPEC 4.4.6). A W_hat on the device goes to the
+  // backend from there; the host copy of the weights is then dropped (nothing reads it again: a stale copy would
+  // go unnoticed, an empty one fails loudly).
+  if (s.w_hat_device && acts->linear_changed_on_device(layer, job.id, *s.w_hat_device)) {
+    std::vector<float>().swap(job.lin->w);
+  } else {
+    job.lin->w = s.w_hat_device ? s.w_hat_device->to_host() : std::move(s.w_hat);
+    acts->linear_changed(layer, job.id);
+  }
+  s.w_hat_device.reset();
   report["linears"].push_back(std::move(s.rec));
   out_[job.id.full_name()] = std::move(s.out);
-  acts->linear_changed(layer, job.id);
   if (!s.perm.empty() && !dequant_bf16_) {
     // Make the down projection's permutation physical: gate/up output rows follow it (SPEC 4.4.5 B).
     // (A dequantized BF16 output keeps every matrix in the original order.)
@@ -188,6 +209,7 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
     const auto& kinds = stages[si];
     StatsSpec spec;
     spec.hessian = kinds;
+    spec.keep_on_device = device_solver_;
     ForwardOptions stage_opt = fopt;
     stage_opt.stop_after = stops[si];
     const auto tc = std::chrono::steady_clock::now();
@@ -203,12 +225,12 @@ void GptqQuantizer::quantize_layer_with(DecoderLayer& layer, CalibBackend* acts,
       groups[key].push_back({id, lin});
     }
     // Plan the stage: every quantized linear with its group's Hessian and order.
-    std::vector<std::vector<float>> hessians(keys.size());
+    std::vector<Hessian> hessians(keys.size());
     std::vector<Job> jobs;
     for (std::size_t ki = 0; ki < keys.size(); ++ki) {
       auto& members = groups[keys[ki]];
-      int64_t tokens = 0;
-      hessians[ki] = obs.take_hessian(members.front().first, &tokens);
+      hessians[ki] = obs.take(members.front().first);
+      const int64_t tokens = hessians[ki].tokens();
       const LinearId& id0 = members.front().first;
       if (id0.expert >= 0 && id0.kind == LinearKind::kGate) {
         expert_tokens[id0.expert] = tokens;

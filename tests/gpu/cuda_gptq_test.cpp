@@ -11,9 +11,14 @@
 #include <cblas.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <memory>
 #include <random>
 
+#include "angelslim/backend/cuda_calib.h"
+#include "angelslim/core/error.h"
 #include "gpu/gpu_test_util.h"
 
 namespace angelslim {
@@ -132,6 +137,71 @@ TEST(CudaGptq, MatchesCpuSolver) {
     EXPECT_NEAR(std::sqrt(e2), b.err_fro, 1e-6 * b.err_fro) << c.label;
     EXPECT_NEAR(rel_output_error(w, b.w_hat, c.rows, c.k, h), b.out_err, 1e-4 * b.out_err) << c.label;
   }
+}
+
+// A Hessian left on the device by the calibration pass (CudaDeviceMatrix: XᵀX and the factor 2/N) gives the result of
+// the same H handed over from the host, bit for bit: the device forms H with the host's single FP32 product. A
+// non-finite element is reported as on the host, and a Hessian no damping can factor takes the CPU fallback.
+TEST(CudaGptq, DeviceHessianMatchesHostHessian) {
+  ANGELSLIM_REQUIRE_GPU();
+  const int rows = 256, k = 384, n = 1536;
+  const float scale = 2.0f / static_cast<float>(n);
+  // Some Gram matrix (with dead columns); H is its host product with the factor, as LayerStats::take forms it.
+  const std::vector<float> xtx = hessian(k, n, 77, 29);
+  std::vector<float> h(xtx.size());
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = xtx[i] * scale;
+  auto on_device = [&](const std::vector<float>& m) {
+    return Hessian(k, n, scale,
+                   std::make_shared<cuda::CudaDeviceMatrix>(ctx().device(), k, k, cuda::to_device(ctx(), m)));
+  };
+  const auto w = gputest::random_vec(static_cast<std::size_t>(rows) * k, 78, -0.05f, 0.05f, true);
+  cuda::GptqCudaWorkspace ws(ctx());
+  for (GptqOrder order : {GptqOrder::kNatural, GptqOrder::kActOrderStatic, GptqOrder::kDescAct}) {
+    GptqOptions o;
+    o.order = order;
+    const Hessian dev = on_device(xtx);
+    ctx().synchronize();
+    const GptqResult a = ws.quantize(w, rows, k, Hessian(k, n, h), o);
+    const GptqResult b = ws.quantize(w, rows, k, dev, o);
+    EXPECT_GT(a.n_dead, 0);
+    EXPECT_EQ(a.n_dead, b.n_dead);
+    EXPECT_EQ(a.perm, b.perm);
+    EXPECT_EQ(a.codes, b.codes);
+    EXPECT_EQ(a.scales, b.scales);
+    EXPECT_EQ(a.zeros, b.zeros);
+    // The loss and the traces are summed with device atomics, in no fixed order: equal up to that.
+    EXPECT_NEAR(a.loss, b.loss, 1e-12 * a.loss);
+    EXPECT_NEAR(a.out_err, b.out_err, 1e-12 * a.out_err);
+    // W_hat left on the device is the host's rebuild from the codes, bit for bit.
+    o.w_hat_on_device = true;
+    const GptqResult c = ws.quantize(w, rows, k, dev, o);
+    ASSERT_NE(c.w_hat_device, nullptr);
+    EXPECT_TRUE(c.w_hat.empty());
+    EXPECT_EQ(c.codes, a.codes);
+    EXPECT_EQ(c.w_hat_device->to_host(), a.w_hat);
+    EXPECT_NEAR(c.err_fro, a.err_fro, 1e-12 * a.err_fro);
+    // The host copy of the device Hessian is the host's H.
+    const auto back = dev.host();
+    EXPECT_TRUE(std::equal(back.begin(), back.end(), h.begin(), h.end()));
+  }
+  std::vector<float> bad = xtx;
+  bad[static_cast<std::size_t>(5) * k + 7] = std::numeric_limits<float>::infinity();
+  try {
+    (void)ws.quantize(w, rows, k, on_device(bad), GptqOptions{});
+    ADD_FAILURE() << "a non-finite Hessian was accepted";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("Hessian element [5, 7] is inf"), std::string::npos) << e.what();
+  }
+  std::vector<float> indefinite(xtx.size(), 0.0f);
+  for (int i = 0; i < k; ++i) indefinite[static_cast<std::size_t>(i) * k + i] = 1.0f;
+  indefinite[1] = indefinite[static_cast<std::size_t>(k)] = 50.0f;
+  std::vector<float> indefinite_h(indefinite.size());
+  for (std::size_t i = 0; i < indefinite.size(); ++i) indefinite_h[i] = indefinite[i] * scale;
+  const GptqResult fa = gptq_quantize(w, rows, k, indefinite_h, GptqOptions{});
+  const GptqResult fb = ws.quantize(w, rows, k, on_device(indefinite), GptqOptions{});
+  ASSERT_TRUE(fa.fallback);
+  EXPECT_TRUE(fb.fallback);
+  EXPECT_EQ(fa.codes, fb.codes);
 }
 
 // A Hessian that no damping makes positive definite (a negative eigenvalue far below -0.16·mean diag): both solvers

@@ -4,6 +4,7 @@
 // on the device. Implements CalibBackend, so the FP8 and GPTQ quantizers run on it unchanged.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -28,6 +29,33 @@ class CudaBatchObserver : public CudaLinearObserver {
 
 class Fp8WeightQuantizer;  // src/backend/cuda/fp8_weights.h
 
+// A matrix on the GPU, complete when handed out (its stream was synchronised): a Gram matrix a pass left there
+// (StatsSpec::keep_on_device) for the GPU GPTQ solver, or that solver's W_hat for linear_changed_on_device.
+class CudaDeviceMatrix : public DeviceMatrix {
+ public:
+  // `release`, when set, takes the buffer back at destruction (for reuse) instead of freeing it.
+  CudaDeviceMatrix(int device, int64_t rows, int64_t cols, DeviceBuffer<float> m,
+                   std::function<void(DeviceBuffer<float>&&)> release = {})
+      : device_(device), rows_(rows), cols_(cols), m_(std::move(m)), release_(std::move(release)) {}
+  ~CudaDeviceMatrix() override {
+    if (release_) release_(std::move(m_));
+  }
+  CudaDeviceMatrix(const CudaDeviceMatrix&) = delete;
+  CudaDeviceMatrix& operator=(const CudaDeviceMatrix&) = delete;
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  // A synchronous copy (cudaMemcpy: safe from any thread, whatever its streams do).
+  std::vector<float> to_host() const override;
+  int device() const { return device_; }
+  const float* data() const { return m_.data(); }
+
+ private:
+  int device_;
+  int64_t rows_, cols_;
+  DeviceBuffer<float> m_;  // at least rows × cols
+  std::function<void(DeviceBuffer<float>&&)> release_;
+};
+
 class CudaCalibActivations : public CalibBackend {
  public:
   // samples: token ids per sample (each >= 1 token, ids < vocab_size: InvalidInput otherwise). Embeds them.
@@ -42,6 +70,7 @@ class CudaCalibActivations : public CalibBackend {
   LayerStats observe_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
   LayerStats advance_stats(const DecoderLayer& layer, const ForwardOptions& opt, const StatsSpec& spec) override;
   void linear_changed(const DecoderLayer& layer, const LinearId& id) override;
+  bool linear_changed_on_device(const DecoderLayer& layer, const LinearId& id, const DeviceMatrix& w) override;
   // FP8 weights from the device copy of the layer (cuda_fp8.cpp); off with ANGELSLIM_CUDA_LEGACY=1 or
   // ANGELSLIM_CUDA_FP8_WEIGHTS=0. Declines (host path) for linears whose device weights are not exactly the host's
   // (fp32 weights that bf16 cannot hold, in the bf16 forward mode).
@@ -95,6 +124,8 @@ class CudaCalibActivations : public CalibBackend {
   // batch resident and enough free memory; ANGELSLIM_CUDA_STAGE_CACHE=0 turns it off.
   enum Piece { kPieceAttn = 0, kPieceH = 1, kPieceAct = 2 };
   void stage_invalidate(int first_piece);
+  // linear_changed's work; device_w: the new weights on this device (false where they cannot be taken from there).
+  bool update_resident_linear(const DecoderLayer& layer, const LinearId& id, const float* device_w);
   bool stage_reserve(const CudaDecoderLayer& L);
   void stage_store(int piece, const Batch& b, const float* src, int64_t width);
   void stage_load(int piece, const Batch& b, float* dst, int64_t width);
@@ -120,7 +151,7 @@ class CudaCalibActivations : public CalibBackend {
   int64_t budget_bytes_ = 0;
   int64_t peak_gpu_bytes_ = 0;
   int64_t baseline_gpu_bytes_ = 0;  // used on the device before this backend allocated anything
-  int64_t layers_uploaded_ = 0, linear_updates_ = 0;
+  int64_t layers_uploaded_ = 0, linear_updates_ = 0, device_linear_updates_ = 0;
   double upload_s_ = 0.0, embed_s_ = 0.0, pass_s_ = 0.0;  // pass_s_: wall time of the layer passes (upload included)
   int64_t passes_ = 0;
   int64_t two_term_linears_ = 0, three_term_linears_ = 0;

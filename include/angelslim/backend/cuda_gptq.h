@@ -5,10 +5,13 @@
 #pragma once
 #include <cusolverDn.h>
 
+#include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
 #include "angelslim/backend/cuda_ops.h"
+#include "angelslim/calib/stats.h"
 #include "angelslim/quant/gptq.h"
 
 namespace angelslim::cuda {
@@ -26,6 +29,9 @@ class GptqCudaWorkspace {
   // solver itself), so the fallback path is the CPU's.
   GptqResult quantize(std::span<const float> w, int rows, int cols, std::span<const float> h,
                       const GptqOptions& options);
+  // The same for a Hessian wherever it is held: one the calibration pass left on this device (CudaDeviceMatrix) is
+  // scaled in place, with no copy through the host; the others are checked and uploaded as above.
+  GptqResult quantize(std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& options);
 
  private:
   CudaContext& ctx_;
@@ -37,6 +43,13 @@ class GptqCudaWorkspace {
   DeviceBuffer<int32_t> perm_, zeros_;
   DeviceBuffer<uint8_t> dead_, codes_t_, codes_;
   DeviceBuffer<int> info_;
+  // W_hat buffers handed out with results (GptqOptions::w_hat_on_device) come back here when the result is dropped:
+  // reused, not freed (cudaFree would synchronise the device under the other solves).
+  struct Spare {
+    std::mutex mu;
+    std::vector<DeviceBuffer<float>> free;
+  };
+  std::shared_ptr<Spare> spare_ = std::make_shared<Spare>();
 };
 
 }  // namespace angelslim::cuda

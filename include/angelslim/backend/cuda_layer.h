@@ -130,6 +130,9 @@ class CudaDecoderLayer {
 
   // Replaces the weights of linear `id` (same layer, same shape) by lin's and uploads them (GPTQ propagation).
   void update_linear(const LinearId& id, const Linear& lin);
+  // The same with the weights already on this device (`w`: [n_out, n_in] fp32, complete; lin gives the rest: bias,
+  // activation scheme). kF32 and kBF16Exact layers; false, changing nothing, for kBF16 (rounded on the host).
+  bool update_linear_from_device(const LinearId& id, const Linear& lin, const float* w);
 
   // The device fp32 weights [n_out, n_in] of linear `id` (kF32 layers only; InvalidInput otherwise), for callers that
   // rewrite them in place on ctx.stream() (the AWQ search tries fake-quantized weights this way).
@@ -165,7 +168,9 @@ class CudaDecoderLayer {
     Lin gate, up, down;
   };
 
-  Lin upload_linear(const Linear& l, const char* what);
+  // device_w: the weights already on the device (l.w is not read) instead of l.w.
+  Lin upload_linear(const Linear& l, const char* what, const float* device_w = nullptr);
+  bool update_linear_from(const LinearId& id, const Linear& lin, const float* device_w);
   Lin& linear_of(const LinearId& id);
   DevMlp upload_mlp(const Mlp& m, const char* what);
   DeviceBuffer<float> upload_vec(const std::vector<float>& v);

@@ -36,6 +36,13 @@ class CalibBackend {
   // The weights of linear `id` of `layer` changed since the layer was last run (GPTQ propagates quantized weights
   // to its later stages): a backend holding a copy of the layer refreshes it. The CPU backend reads `layer` itself.
   virtual void linear_changed(const DecoderLayer& /*layer*/, const LinearId& /*id*/) {}
+  // The same change with the new weights given on the backend's device (a GPU solver's W_hat, [n_out, n_in]) instead
+  // of in `layer`, whose host weights are then stale. False, changing nothing, where the backend cannot take them
+  // from there: the caller then updates `layer` and calls linear_changed.
+  virtual bool linear_changed_on_device(const DecoderLayer& /*layer*/, const LinearId& /*id*/,
+                                        const DeviceMatrix& /*w*/) {
+    return false;
+  }
   // FP8 weight quantization on the backend's device (the CUDA backend holds the layer's weights after a pass).
   // Whether this backend offers it; if not, the FP8 quantizer quantizes on host threads while the pass runs.
   virtual bool fp8_weights_on_device() const { return false; }

@@ -4,10 +4,14 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "angelslim/core/device_matrix.h"
 #include "angelslim/model/hunyuan.h"
 
 namespace angelslim {
@@ -22,7 +26,36 @@ bool is_group_leader(const LinearId& id);
 struct StatsSpec {
   bool abs_max = false;          // every group: max |x| over real tokens (non-finite input: InvalidInput)
   std::set<LinearKind> hessian;  // groups whose leader kind is listed: Σ_t x_t x_tᵀ (fp32)
+  // A backend with a device keeps the Gram matrices there (LayerStats::Gram::device) for a solver on that device.
+  bool keep_on_device = false;
   bool any() const { return abs_max || !hessian.empty(); }
+};
+
+// The Hessian of one input group, H = (2/N) XᵀX [k, k] fp32 row-major, exactly symmetric: held on the host, or as
+// XᵀX on a device with the factor 2/N (the same fp32 product gives H wherever it is formed). Copies share it.
+class Hessian {
+ public:
+  Hessian() = default;
+  Hessian(int64_t k, int64_t tokens, std::vector<float> host);
+  Hessian(int64_t k, int64_t tokens, float scale, std::shared_ptr<const DeviceMatrix> device);
+  int64_t k() const { return k_; }
+  int64_t tokens() const { return tokens_; }
+  bool empty() const { return tokens_ == 0; }
+  // H on the host. A device Hessian is downloaded and scaled on the first call (once; safe from several threads).
+  std::span<const float> host() const;
+  // The device copy (XᵀX, unscaled) and the factor, or nullptr for a host Hessian.
+  const DeviceMatrix* device() const { return device_.get(); }
+  float scale() const { return scale_; }
+
+ private:
+  struct Host {
+    std::once_flag once;
+    std::vector<float> h;
+  };
+  int64_t k_ = 0, tokens_ = 0;
+  float scale_ = 0.0f;
+  std::shared_ptr<const DeviceMatrix> device_;
+  std::shared_ptr<Host> host_;
 };
 
 // Host copy of what one pass collected over all calibration tokens of one layer.
@@ -35,6 +68,7 @@ struct LayerStats {
     int64_t k = 0;           // input width
     int64_t tokens = 0;      // rows accumulated
     std::vector<float> xtx;  // [k, k] fp32 row-major, exactly symmetric, Σ_t x_t x_tᵀ (unscaled)
+    std::shared_ptr<const DeviceMatrix> device;  // [k, k] instead of xtx where the backend kept it (StatsSpec::keep_on_device)
   };
   std::map<std::string, AbsMax> abs_max;  // by input_group()
   std::map<std::string, Gram> gram;       // by input_group()
@@ -44,6 +78,8 @@ struct LayerStats {
   // H = (2/N) XᵀX [k, k] fp32 row-major, exactly symmetric, for the group of `id`, moved out. Empty (and
   // *tokens = 0) when no token reached the group. The same fp32 scaling on every backend.
   std::vector<float> take_hessian(const LinearId& id, int64_t* tokens);
+  // The same H where it is (a device Gram matrix stays there), moved out; empty() when no token reached the group.
+  Hessian take(const LinearId& id);
 };
 
 // The CPU collector: a LinearObserver that fills a LayerStats from host activations. Throws InvalidInput on a

@@ -3,11 +3,13 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "angelslim/core/device_matrix.h"
 #include "angelslim/quant/grid.h"
 
 namespace angelslim {
@@ -34,6 +36,8 @@ struct GptqOptions {
   // Non-empty: FP8 E4M3 rounding with these fixed scales (1 = per tensor, rows = per channel) instead of an
   // integer grid; bits, group_size, sym and scale_dtype are not read, codes are e4m3 bytes of W / scale.
   std::vector<float> fp8_scales;
+  // A device solver may leave W_hat on its device (GptqResult::w_hat_device, w_hat empty); the CPU one ignores it.
+  bool w_hat_on_device = false;
 };
 
 struct GptqResult {
@@ -59,11 +63,9 @@ struct GptqResult {
   int n_dead = 0;               // columns with H_jj = 0
   double out_err = -1.0;        // sqrt(tr(D H D^T) / tr(W H W^T)), D = W_hat - W, when the solver computed it
                                 // (the GPU one does); < 0: not computed
+  // Set (GptqOptions::w_hat_on_device, a device solver): W_hat [rows, cols] on the device instead of in w_hat.
+  std::shared_ptr<const DeviceMatrix> w_hat_device;
 };
-
-// A solver with gptq_quantize's contract: the CPU one below, or a device one (backend/cuda_gptq.h).
-using GptqSolver = std::function<GptqResult(std::span<const float> w, int rows, int cols, std::span<const float> h,
-                                            const GptqOptions& options)>;
 
 // Quantizes W with the GPTQ solver.
 // w: [rows, cols] f32 row-major, PyTorch [out, in] layout, finite.

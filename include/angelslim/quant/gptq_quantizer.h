@@ -6,12 +6,20 @@
 #include <algorithm>
 #include <map>
 
+#include "angelslim/calib/stats.h"
 #include "angelslim/config/run_config.h"
 #include "angelslim/quant/gptq.h"
 #include "angelslim/quant/ignore_match.h"
 #include "angelslim/quant/layer_quantizer.h"
 
 namespace angelslim {
+
+// A solver with gptq_quantize's contract for a Hessian wherever it is held: the CPU one (its host copy), or a device
+// one (which reads a Hessian kept on its device in place).
+using GptqSolver = std::function<GptqResult(std::span<const float> w, int rows, int cols, const Hessian& h,
+                                            const GptqOptions& options)>;
+// gptq_quantize as a GptqSolver.
+GptqSolver cpu_gptq_solver();
 
 class GptqQuantizer : public LayerQuantizer {
  public:
@@ -31,10 +39,13 @@ class GptqQuantizer : public LayerQuantizer {
   // Replaces the solver (default: gptq_quantize on the CPU); `name` goes to the report ("cpu", "cuda"). The
   // solver must be safe to call from `concurrency` threads at once: that many linears of a stage are then solved at
   // the same time (their results are committed in the serial order, so outputs do not depend on it).
-  void set_solver(GptqSolver solver, std::string name, int concurrency = 1) {
+  // `device_solver`: the solver runs on the calibration backend's device: the Hessians stay there for it
+  // (StatsSpec::keep_on_device) and its W_hat goes to the backend from there (CalibBackend::linear_changed_on_device).
+  void set_solver(GptqSolver solver, std::string name, int concurrency = 1, bool device_solver = false) {
     solver_ = std::move(solver);
     solver_name_ = std::move(name);
     concurrency_ = std::max(1, concurrency);
+    device_solver_ = device_solver;
   }
 
  private:
@@ -51,7 +62,7 @@ class GptqQuantizer : public LayerQuantizer {
   struct Job {
     LinearId id;
     Linear* lin = nullptr;
-    const std::vector<float>* h = nullptr;
+    const Hessian* h = nullptr;
     int64_t tokens = 0;
     bool starving = false;
     GptqOrder order = GptqOrder::kNatural;
@@ -60,6 +71,8 @@ class GptqQuantizer : public LayerQuantizer {
     Out out;
     nlohmann::json rec;
     std::vector<float> w_hat;
+    std::shared_ptr<const DeviceMatrix> w_hat_device;  // instead of w_hat (a device solver's)
+    double err_fro = 0.0;                              // the solver's ||W_hat - W|| (used with w_hat_device)
     std::vector<int32_t> perm;  // kFold only
   };
   // Solves one linear; reads job.lin->w and nothing else of the quantizer's state (safe to run concurrently).
@@ -79,9 +92,10 @@ class GptqQuantizer : public LayerQuantizer {
   IgnoreMatcher ignore_;
   std::vector<std::string> ignored_modules_;
   std::map<std::string, Out> out_;
-  GptqSolver solver_ = gptq_quantize;
+  GptqSolver solver_ = cpu_gptq_solver();
   std::string solver_name_ = "cpu";
   int concurrency_ = 1;
+  bool device_solver_ = false;
 };
 
 // The GPU solver of a CUDA calibration backend (its device): gptq_quantize with the FP64 factorisation in cuSOLVER

@@ -148,11 +148,14 @@ class CudaCalibActivations::StatsCollector : public CudaLinearObserver {
         out.abs_max[key] = LayerStats::AbsMax{m, s.tokens};
       }
     }
+    if (spec_.keep_on_device && !grams_.empty()) ctx.synchronize();  // the matrices are complete when handed out
     for (auto& [key, g] : grams_) {
       LayerStats::Gram& h = out.gram[key];
       h.k = g.k;
       h.tokens = g.tokens;
-      if (g.tokens > 0) {
+      if (g.tokens > 0 && spec_.keep_on_device) {
+        h.device = std::make_shared<CudaDeviceMatrix>(ctx.device(), g.k, g.k, std::move(g.h));
+      } else if (g.tokens > 0) {
         h.xtx.resize(static_cast<std::size_t>(g.k * g.k));
         download(ctx, g.h.data(), h.xtx.size(), h.xtx.data());
       }
@@ -178,6 +181,13 @@ class CudaCalibActivations::StatsCollector : public CudaLinearObserver {
   std::map<std::string, Gram> grams_;
   DeviceBuffer<uint16_t> x16_;
 };
+
+std::vector<float> CudaDeviceMatrix::to_host() const {
+  ANGELSLIM_CUDA_CHECK(cudaSetDevice(device_));
+  std::vector<float> h(static_cast<std::size_t>(rows_ * cols_));
+  ANGELSLIM_CUDA_CHECK(cudaMemcpy(h.data(), m_.data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
 
 CudaCalibActivations::CudaCalibActivations(const ModelConfig& cfg, const TensorStore& store,
                                            const std::vector<std::vector<int32_t>>& samples, bool bf16_storage,
@@ -379,7 +389,43 @@ CudaDecoderLayer& CudaCalibActivations::bind(const DecoderLayer& layer, const Fo
   return *layer_;
 }
 
+namespace {
+
+const Linear& linear_in(const DecoderLayer& layer, const LinearId& id) {
+  switch (id.kind) {
+    case LinearKind::kQ:
+      return layer.q;
+    case LinearKind::kK:
+      return layer.k;
+    case LinearKind::kV:
+      return layer.v;
+    case LinearKind::kO:
+      return layer.o;
+    default: {
+      const Mlp& m = id.expert >= 0 ? layer.experts.at(static_cast<std::size_t>(id.expert)) : layer.mlp;
+      return id.kind == LinearKind::kGate ? m.gate : id.kind == LinearKind::kUp ? m.up : m.down;
+    }
+  }
+}
+
+}  // namespace
+
 void CudaCalibActivations::linear_changed(const DecoderLayer& layer, const LinearId& id) {
+  (void)update_resident_linear(layer, id, nullptr);
+}
+
+bool CudaCalibActivations::linear_changed_on_device(const DecoderLayer& layer, const LinearId& id,
+                                                    const DeviceMatrix& w) {
+  const auto* m = dynamic_cast<const CudaDeviceMatrix*>(&w);
+  const Linear& lin = linear_in(layer, id);
+  if (!m || m->device() != ctx_.device() || m->rows() != lin.n_out || m->cols() != lin.n_in) return false;
+  return update_resident_linear(layer, id, m->data());
+}
+
+bool CudaCalibActivations::update_resident_linear(const DecoderLayer& layer, const LinearId& id, const float* device_w) {
+  const bool resident = layer_ && layer_src_ == &layer && layer_->index() == layer.index;
+  // From the device only into the resident layer, in a weight format that takes them (else the caller's host copy).
+  if (device_w && (!resident || layer_->weights() == DeviceWeights::kBF16)) return false;
   // The kept results downstream of the linear are stale now.
   switch (id.kind) {
     case LinearKind::kQ:
@@ -397,33 +443,20 @@ void CudaCalibActivations::linear_changed(const DecoderLayer& layer, const Linea
     default:
       break;
   }
-  if (!layer_ || layer_src_ != &layer || layer_->index() != layer.index) return;  // re-uploaded whole on next use
+  if (!resident) return true;  // re-uploaded whole on next use
   const auto t0 = Clock::now();
-  const Linear* lin = nullptr;
-  switch (id.kind) {
-    case LinearKind::kQ:
-      lin = &layer.q;
-      break;
-    case LinearKind::kK:
-      lin = &layer.k;
-      break;
-    case LinearKind::kV:
-      lin = &layer.v;
-      break;
-    case LinearKind::kO:
-      lin = &layer.o;
-      break;
-    default: {
-      const Mlp& m = id.expert >= 0 ? layer.experts.at(static_cast<std::size_t>(id.expert)) : layer.mlp;
-      lin = id.kind == LinearKind::kGate ? &m.gate : id.kind == LinearKind::kUp ? &m.up : &m.down;
-    }
-  }
   const int64_t two = layer_->n_two_term(), three = layer_->n_three_term();
-  layer_->update_linear(id, *lin);
+  if (device_w)
+    ANGELSLIM_CHECK(layer_->update_linear_from_device(id, linear_in(layer, id), device_w), Internal,
+                    "{}: the device weights were not taken", id.full_name());
+  else
+    layer_->update_linear(id, linear_in(layer, id));
   two_term_linears_ += layer_->n_two_term() - two;
   three_term_linears_ += layer_->n_three_term() - three;
   ++linear_updates_;
+  if (device_w) ++device_linear_updates_;
   upload_s_ += since(t0);
+  return true;
 }
 
 void CudaCalibActivations::stage_invalidate(int first_piece) {
@@ -700,6 +733,7 @@ nlohmann::json CudaCalibActivations::report() const {
           {"weights",
            {{"layers_uploaded", layers_uploaded_},
             {"linear_updates", linear_updates_},
+            {"linear_updates_from_device", device_linear_updates_},
             {"bytes_staged", stager_.bytes_uploaded()},
             {"two_term_linears", two_term_linears_},
             {"three_term_linears", three_term_linears_},

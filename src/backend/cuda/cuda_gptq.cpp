@@ -36,7 +36,7 @@ GptqSolver cuda_gptq_solver(CalibBackend& calib, int concurrency) {
   if (concurrency <= 1) {
     // One solve at a time on the backend's own stream.
     auto ws = std::make_shared<cuda::GptqCudaWorkspace>(gpu->context());
-    return [ws](std::span<const float> w, int rows, int cols, std::span<const float> h, const GptqOptions& o) {
+    return [ws](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
       return ws->quantize(w, rows, cols, h, o);
     };
   }
@@ -57,7 +57,7 @@ GptqSolver cuda_gptq_solver(CalibBackend& calib, int concurrency) {
     pool->workspaces.push_back(std::make_unique<cuda::GptqCudaWorkspace>(*pool->contexts.back()));
     pool->free.push_back(i);
   }
-  return [pool](std::span<const float> w, int rows, int cols, std::span<const float> h, const GptqOptions& o) {
+  return [pool](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
     int slot = -1;
     {
       std::unique_lock<std::mutex> lock(pool->mu);
@@ -106,16 +106,26 @@ GptqCudaWorkspace::~GptqCudaWorkspace() {
 
 GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int cols, std::span<const float> h,
                                        const GptqOptions& opt) {
+  return quantize(w, rows, cols, Hessian(cols, 1, std::vector<float>(h.begin(), h.end())), opt);
+}
+
+GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int cols, const Hessian& hess,
+                                       const GptqOptions& opt) {
   // The device kernels implement the GPTQ grids only; another grid (AWQ's) takes the CPU solver, checks included.
   if (opt.grid && *opt.grid != GridKind::kGptqSym && *opt.grid != GridKind::kGptqAsym)
-    return gptq_quantize(w, rows, cols, h, opt);
+    return gptq_quantize(w, rows, cols, hess.host(), opt);
   const std::string& name = opt.name.empty() ? std::string("linear") : opt.name;
   ANGELSLIM_CHECK(opt.bits >= 2 && opt.bits <= 8, InvalidInput, "{}: GPTQ bits must be in [2, 8], got {}", name,
                   opt.bits);
   ANGELSLIM_CHECK(rows >= 1 && cols >= 1 && w.size() == static_cast<std::size_t>(rows) * cols, InvalidInput,
                   "{}: weight has {} elements, expected [{}, {}]", name, w.size(), rows, cols);
-  ANGELSLIM_CHECK(h.size() == static_cast<std::size_t>(cols) * cols, InvalidInput,
-                  "{}: Hessian has {} elements, expected [{}, {}]", name, h.size(), cols, cols);
+  // A Hessian the calibration pass left on this device is read in place; any other one is checked and uploaded.
+  const auto* on_device = dynamic_cast<const CudaDeviceMatrix*>(hess.device());
+  if (on_device && on_device->device() != ctx_.device()) on_device = nullptr;
+  const std::size_t h_size =
+      on_device ? static_cast<std::size_t>(on_device->rows() * on_device->cols()) : hess.host().size();
+  ANGELSLIM_CHECK(h_size == static_cast<std::size_t>(cols) * cols, InvalidInput,
+                  "{}: Hessian has {} elements, expected [{}, {}]", name, h_size, cols, cols);
   ANGELSLIM_CHECK(opt.block_size >= 1, InvalidInput, "{}: GPTQ block size must be >= 1, got {}", name, opt.block_size);
   ANGELSLIM_CHECK(std::isfinite(opt.damp_percent) && opt.damp_percent >= 0.0f, InvalidInput,
                   "{}: damp_percent must be finite and >= 0, got {}", name, opt.damp_percent);
@@ -127,13 +137,16 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
                       v);
     }
   });
-  parallel_for(cols, [&](int64_t r) {
-    for (int c = 0; c < cols; ++c) {
-      const float v = h[static_cast<std::size_t>(r) * cols + c];
-      ANGELSLIM_CHECK(std::isfinite(v), InvalidInput, "{}: Hessian element [{}, {}] is {} (expected finite)", name, r,
-                      c, v);
-    }
-  });
+  auto check_host_hessian = [&](std::span<const float> h) {
+    parallel_for(cols, [&](int64_t r) {
+      for (int c = 0; c < cols; ++c) {
+        const float v = h[static_cast<std::size_t>(r) * cols + c];
+        ANGELSLIM_CHECK(std::isfinite(v), InvalidInput, "{}: Hessian element [{}, {}] is {} (expected finite)", name,
+                        r, c, v);
+      }
+    });
+  };
+  if (!on_device) check_host_hessian(hess.host());
   // ANGELSLIM_GPTQ_PROFILE=1: one log line per solve with the wall time of its phases (synchronising between them).
   static const bool profile = [] {
     const char* e = std::getenv("ANGELSLIM_GPTQ_PROFILE");
@@ -160,11 +173,32 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   res.group_size = g;
   res.n_groups = k / g;
 
+  // H on the device: scaled in place from the pass's Gram matrix (checked there; the host names a bad element), or
+  // uploaded; its diagonal on the host.
+  float* dh = grow(h_, kk);
+  int* dinfo = grow(info_, 3);
+  std::vector<float> h_diag(static_cast<std::size_t>(k));
+  if (on_device) {
+    ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(dinfo, 0, sizeof(int), s));
+    ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gptq_scale_hessian(s, sm, on_device->data(), static_cast<int64_t>(kk),
+                                                            hess.scale(), dh, dinfo),
+                                "scale_hessian_kernel");
+    int bad = 0;
+    download(ctx_, dinfo, 1, &bad);
+    if (bad) check_host_hessian(hess.host());  // throws with the element's position
+    ANGELSLIM_CUDA_CHECK(cudaMemcpy2DAsync(h_diag.data(), sizeof(float), dh, (static_cast<std::size_t>(k) + 1) * sizeof(float),
+                                           sizeof(float), static_cast<std::size_t>(k), cudaMemcpyDeviceToHost, s));
+    ctx_.synchronize();
+  } else {
+    const std::span<const float> h = hess.host();
+    upload(ctx_, h.data(), kk, dh);
+    for (int j = 0; j < k; ++j) h_diag[static_cast<std::size_t>(j)] = h[static_cast<std::size_t>(j) * k + j];
+  }
   // 1. Dead columns.
   std::vector<uint8_t> dead(static_cast<std::size_t>(k), 0);
   std::vector<double> diag(static_cast<std::size_t>(k));
   for (int j = 0; j < k; ++j) {
-    const float hjj = h[static_cast<std::size_t>(j) * k + j];
+    const float hjj = h_diag[static_cast<std::size_t>(j)];
     dead[static_cast<std::size_t>(j)] = hjj == 0.0f;
     res.n_dead += dead[static_cast<std::size_t>(j)];
     diag[static_cast<std::size_t>(j)] = dead[static_cast<std::size_t>(j)] ? 1.0 : hjj;
@@ -178,15 +212,12 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
 
   mark();  // host checks, order
   // 3-4. Damping ladder: FP64 Cholesky of J·H_d·J and its triangular inverse (cuSOLVER), U = J·L⁻¹·J in FP32.
-  float* dh = grow(h_, kk);
-  upload(ctx_, h.data(), kk, dh);
   int32_t* dperm = grow(perm_, static_cast<std::size_t>(k));
   upload(ctx_, perm.data(), perm.size(), dperm);
   uint8_t* ddead = grow(dead_, static_cast<std::size_t>(k));
   upload(ctx_, dead.data(), dead.size(), ddead);
   double* da = grow(a_, kk);
   float* du = grow(u_, kk);
-  int* dinfo = grow(info_, 3);
   int lwork = 0;
   ANGELSLIM_CUSOLVER_CHECK(cusolverDnDpotrf_bufferSize(solver_, CUBLAS_FILL_MODE_LOWER, k, da, k, &lwork));
   double* dwork = grow(potrf_work_, static_cast<std::size_t>(std::max(lwork, 1)));
@@ -220,7 +251,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   }
   if (!factored) {
     // Every factorisation failed: the CPU solver (its own ladder, then RTN on the same grid, SPEC 4.4.3 step 4).
-    GptqResult cpu = gptq_quantize(w, rows, cols, h, opt);
+    GptqResult cpu = gptq_quantize(w, rows, cols, hess.host(), opt);
     return cpu;
   }
 
@@ -291,6 +322,27 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   float* dwhat = grow(w_hat_, rk);
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gptq_scatter(s, sm, dcodes_t, dwt, rows, k, dperm, fold, dcodes, dwhat),
                               "gptq_scatter_kernel");
+  if (opt.w_hat_on_device) {  // a copy of its own (the workspace is reused); complete after the downloads below
+    DeviceBuffer<float> kept;
+    {
+      std::lock_guard<std::mutex> lock(spare_->mu);
+      auto& f = spare_->free;
+      auto best = f.end();  // the smallest spare buffer that fits
+      for (auto it = f.begin(); it != f.end(); ++it)
+        if (it->size() >= rk && (best == f.end() || it->size() < best->size())) best = it;
+      if (best != f.end()) {
+        kept = std::move(*best);
+        f.erase(best);
+      }
+    }
+    if (kept.size() < rk) kept.reset(rk);
+    ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(kept.data(), dwhat, rk * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    res.w_hat_device = std::make_shared<CudaDeviceMatrix>(
+        ctx_.device(), rows, k, std::move(kept), [spare = spare_](DeviceBuffer<float>&& b) {
+          std::lock_guard<std::mutex> lock(spare->mu);
+          spare->free.push_back(std::move(b));
+        });
+  }
   // Output-error traces: tr(M H Mᵀ) for M = W_hat - W and M = W (column-major: (H·Mᵀ) over the K×rows view).
   float* dd = grow(tmp_, rk);
   float* dmh = grow(tmp2_, rk);
@@ -339,9 +391,9 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   }
   res.err_fro = std::sqrt(quad[2]);
   // W_hat from the codes on the host (the column loop's dequantization, (q - z) · s in FP32, is exact to repeat):
-  // a quarter of the bytes of downloading it.
-  res.w_hat.resize(rk);
-  parallel_for(rows, [&](int64_t r) {
+  // a quarter of the bytes of downloading it. Not at all when it stays on the device.
+  if (!res.w_hat_device) res.w_hat.resize(rk);
+  if (!res.w_hat_device) parallel_for(rows, [&](int64_t r) {
     const std::size_t row = static_cast<std::size_t>(r) * k, prow = static_cast<std::size_t>(r) * res.n_groups;
     for (int j = 0; j < k; ++j) {
       const std::size_t pi = prow + static_cast<std::size_t>(res.g_idx[static_cast<std::size_t>(j)]);
@@ -355,7 +407,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   if (profile) {
     auto ms = [&](int i) { return std::chrono::duration<double, std::milli>(marks[i + 1] - marks[i]).count(); };
     spdlog::info(
-        "gptq-profile {} [{} x {}]: checks {:.1f} ms, factor {:.1f} ms, loop {:.1f} ms, traces {:.1f} ms, "
+        "gptq-profile {} [{} x {}]: checks and H {:.1f} ms, factor {:.1f} ms, loop {:.1f} ms, traces {:.1f} ms, "
         "downloads {:.1f} ms",
         name, rows, cols, ms(0), ms(1), ms(2), ms(3), ms(4));
   }

@@ -79,20 +79,29 @@ DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
   return to_device(ctx_, v);
 }
 
-CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what) {
-  ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in), InvalidInput,
-                  "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(), l.n_out, l.n_in);
+CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w) {
+  ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && (device_w || l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in)),
+                  InvalidInput, "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(), l.n_out,
+                  l.n_in);
+  ANGELSLIM_ASSERT(!device_w || weights_ != DeviceWeights::kBF16);
   ANGELSLIM_CHECK(l.bias.empty() || l.bias.size() == static_cast<std::size_t>(l.n_out), InvalidInput,
                   "layer {} {}: bias has {} values, expected {}", index_, what, l.bias.size(), l.n_out);
   Lin d;
   d.n_out = l.n_out;
   d.n_in = l.n_in;
   d.act = l.act;
-  if (weights_ == DeviceWeights::kF32) {
+  if (weights_ == DeviceWeights::kF32 && device_w) {
+    const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
+    d.w32.reset(n);
+    ANGELSLIM_CUDA_CHECK(
+        cudaMemcpyAsync(d.w32.data(), device_w, n * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
+    ctx_.synchronize();  // the source may be reused once this returns (as after the bf16 path's count download)
+    weight_bytes_ += n * sizeof(float);
+  } else if (weights_ == DeviceWeights::kF32) {
     d.w32 = upload_vec(l.w);
   } else if (weights_ == DeviceWeights::kBF16Exact) {
-    const std::size_t n = l.w.size();
-    const float* dw = stager_->stage(l.w.data(), n);
+    const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
+    const float* dw = device_w ? device_w : stager_->stage(l.w.data(), n);
     d.w16.reset(n);
     uint16_t* t1 = stager_->scratch16(0, n);
     uint16_t* t2 = stager_->scratch16(1, n);
@@ -541,6 +550,15 @@ DeviceWeightsView CudaDecoderLayer::exact_weights(const LinearId& id) {
 }
 
 void CudaDecoderLayer::update_linear(const LinearId& id, const Linear& lin) {
+  (void)update_linear_from(id, lin, nullptr);
+}
+
+bool CudaDecoderLayer::update_linear_from_device(const LinearId& id, const Linear& lin, const float* w) {
+  if (weights_ == DeviceWeights::kBF16) return false;
+  return update_linear_from(id, lin, w);
+}
+
+bool CudaDecoderLayer::update_linear_from(const LinearId& id, const Linear& lin, const float* device_w) {
   Lin& d = linear_of(id);
   ANGELSLIM_CHECK(lin.n_out == d.n_out && lin.n_in == d.n_in, InvalidInput,
                   "CudaDecoderLayer {}: {} is [{}, {}], the update [{}, {}]", index_, id.full_name(), d.n_out, d.n_in,
@@ -551,8 +569,9 @@ void CudaDecoderLayer::update_linear(const LinearId& id, const Linear& lin) {
   n_terms_[0] -= !d.w16_lo.empty();
   n_terms_[1] -= !d.w16_lo2.empty();
   const std::string name = id.rel_name();
-  d = upload_linear(lin, name.c_str());
+  d = upload_linear(lin, name.c_str(), device_w);
   weight_bytes_ -= old_bytes;
+  return true;
 }
 
 }  // namespace angelslim::cuda

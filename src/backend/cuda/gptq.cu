@@ -179,7 +179,24 @@ __global__ void dot_f64_kernel(const float* a, const float* b, int64_t n, double
   if ((threadIdx.x & 31) == 0 && acc != 0.0) atomicAdd(out, acc);
 }
 
+// h[i] = xtx[i] · scale (one FP32 rounding, as the host's `v *= scale`); bad[0] = 1 when some h[i] is not finite.
+__global__ void scale_hessian_kernel(const float* xtx, int64_t n, float scale, float* h, int* bad) {
+  bool ok = true;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const float v = __fmul_rn(xtx[i], scale);
+    h[i] = v;
+    ok = ok && isfinite(v);
+  }
+  if (!ok) atomicOr(bad, 1);
+}
+
 }  // namespace
+
+cudaError_t gptq_scale_hessian(cudaStream_t s, int sm, const float* xtx, int64_t n, float scale, float* h, int* bad) {
+  scale_hessian_kernel<<<grid_for(n, sm), kThreads, 0, s>>>(xtx, n, scale, h, bad);
+  return cudaGetLastError();
+}
 
 cudaError_t gptq_factor_input(cudaStream_t s, int sm, const float* h, int k, const int32_t* perm, const uint8_t* dead,
                               double lambda, double* a) {

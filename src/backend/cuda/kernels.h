@@ -57,6 +57,8 @@ cudaError_t split_bf16_terms(cudaStream_t s, int sm, const float* w, int64_t n, 
 
 // GPU GPTQ solver (gptq.cu); shapes and meaning in src/backend/cuda/cuda_gptq.cpp. kind: 0 GPTQ-sym, 1 GPTQ-asym;
 // scale_dtype: 0 bf16, 1 f16, 2 f32.
+// h = xtx · scale elementwise (n values); bad[0] = 1 when a result is not finite (bad zeroed by the caller).
+cudaError_t gptq_scale_hessian(cudaStream_t s, int sm, const float* xtx, int64_t n, float scale, float* h, int* bad);
 cudaError_t gptq_factor_input(cudaStream_t s, int sm, const float* h, int k, const int32_t* perm, const uint8_t* dead,
                               double lambda, double* a);
 cudaError_t gptq_extract_u(cudaStream_t s, int sm, const double* a, int k, float* u, int* bad);
