@@ -168,8 +168,9 @@ class CudaDecoderLayer {
     Lin gate, up, down;
   };
 
-  // device_w: the weights already on the device (l.w is not read) instead of l.w.
-  Lin upload_linear(const Linear& l, const char* what, const float* device_w = nullptr);
+  // device_w: the weights already on the device (l.w is not read) instead of l.w. spare: buffers of the linear's
+  // previous weights to reuse where the sizes match (update_linear).
+  Lin upload_linear(const Linear& l, const char* what, const float* device_w = nullptr, Lin* spare = nullptr);
   bool update_linear_from(const LinearId& id, const Linear& lin, const float* device_w);
   Lin& linear_of(const LinearId& id);
   DevMlp upload_mlp(const Mlp& m, const char* what);

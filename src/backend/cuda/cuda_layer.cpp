@@ -79,7 +79,22 @@ DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
   return to_device(ctx_, v);
 }
 
-CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w) {
+namespace {
+
+// dst gets n elements: `spare`'s buffer when it has exactly that size (no cudaMalloc/cudaFree, which would
+// synchronise the device), else a new one.
+template <class T>
+void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n) {
+  if (spare && spare->size() == n)
+    dst = std::move(*spare);
+  else
+    dst.reset(n);
+}
+
+}  // namespace
+
+CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w,
+                                                      Lin* spare) {
   ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && (device_w || l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in)),
                   InvalidInput, "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(), l.n_out,
                   l.n_in);
@@ -92,7 +107,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   d.act = l.act;
   if (weights_ == DeviceWeights::kF32 && device_w) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
-    d.w32.reset(n);
+    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n);
     ANGELSLIM_CUDA_CHECK(
         cudaMemcpyAsync(d.w32.data(), device_w, n * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
     ctx_.synchronize();  // the source may be reused once this returns (as after the bf16 path's count download)
@@ -102,7 +117,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   } else if (weights_ == DeviceWeights::kBF16Exact) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
     const float* dw = device_w ? device_w : stager_->stage(l.w.data(), n);
-    d.w16.reset(n);
+    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n);
     uint16_t* t1 = stager_->scratch16(0, n);
     uint16_t* t2 = stager_->scratch16(1, n);
     split_counts_.ensure(3);
@@ -112,18 +127,18 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
     download(ctx_, split_counts_.data(), 3, counts);
     weight_bytes_ += n * sizeof(uint16_t);
     // Keep a term only when some element needs it (a bf16 checkpoint: never).
-    auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst) {
-      dst.reset(n);
+    auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst, DeviceBuffer<uint16_t>* old) {
+      reuse_or_reset(dst, old, n);
       ANGELSLIM_CUDA_CHECK(
           cudaMemcpyAsync(dst.data(), t, n * sizeof(uint16_t), cudaMemcpyDeviceToDevice, ctx_.stream()));
       weight_bytes_ += n * sizeof(uint16_t);
     };
     if (counts[0]) {
-      keep(t1, d.w16_lo);
+      keep(t1, d.w16_lo, spare ? &spare->w16_lo : nullptr);
       ++n_terms_[0];
     }
     if (counts[1]) {
-      keep(t2, d.w16_lo2);
+      keep(t2, d.w16_lo2, spare ? &spare->w16_lo2 : nullptr);
       ++n_terms_[1];
     }
     n_terms_[2] += counts[2];
@@ -569,7 +584,10 @@ bool CudaDecoderLayer::update_linear_from(const LinearId& id, const Linear& lin,
   n_terms_[0] -= !d.w16_lo.empty();
   n_terms_[1] -= !d.w16_lo2.empty();
   const std::string name = id.rel_name();
-  d = upload_linear(lin, name.c_str(), device_w);
+  // The new weights take the old buffers where the sizes match; the old weights' last readers are earlier work on
+  // this stream, which runs before the writes into them.
+  Lin old = std::move(d);
+  d = upload_linear(lin, name.c_str(), device_w, &old);
   weight_bytes_ -= old_bytes;
   return true;
 }
