@@ -68,7 +68,8 @@ struct LayerStats {
     int64_t k = 0;           // input width
     int64_t tokens = 0;      // rows accumulated
     std::vector<float> xtx;  // [k, k] fp32 row-major, exactly symmetric, Σ_t x_t x_tᵀ (unscaled)
-    std::shared_ptr<const DeviceMatrix> device;  // [k, k] instead of xtx where the backend kept it (StatsSpec::keep_on_device)
+    // [k, k] instead of xtx where the backend kept it on its device (StatsSpec::keep_on_device).
+    std::shared_ptr<const DeviceMatrix> device;
   };
   std::map<std::string, AbsMax> abs_max;  // by input_group()
   std::map<std::string, Gram> gram;       // by input_group()

@@ -422,7 +422,8 @@ bool CudaCalibActivations::linear_changed_on_device(const DecoderLayer& layer, c
   return update_resident_linear(layer, id, m->data());
 }
 
-bool CudaCalibActivations::update_resident_linear(const DecoderLayer& layer, const LinearId& id, const float* device_w) {
+bool CudaCalibActivations::update_resident_linear(const DecoderLayer& layer, const LinearId& id,
+                                                  const float* device_w) {
   const bool resident = layer_ && layer_src_ == &layer && layer_->index() == layer.index;
   // From the device only into the resident layer, in a weight format that takes them (else the caller's host copy).
   if (device_w && (!resident || layer_->weights() == DeviceWeights::kBF16)) return false;

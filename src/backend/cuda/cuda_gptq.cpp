@@ -186,8 +186,9 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     int bad = 0;
     download(ctx_, dinfo, 1, &bad);
     if (bad) check_host_hessian(hess.host());  // throws with the element's position
-    ANGELSLIM_CUDA_CHECK(cudaMemcpy2DAsync(h_diag.data(), sizeof(float), dh, (static_cast<std::size_t>(k) + 1) * sizeof(float),
-                                           sizeof(float), static_cast<std::size_t>(k), cudaMemcpyDeviceToHost, s));
+    const std::size_t diag_pitch = (static_cast<std::size_t>(k) + 1) * sizeof(float);  // H[j, j], j = 0..k-1
+    ANGELSLIM_CUDA_CHECK(cudaMemcpy2DAsync(h_diag.data(), sizeof(float), dh, diag_pitch, sizeof(float),
+                                           static_cast<std::size_t>(k), cudaMemcpyDeviceToHost, s));
     ctx_.synchronize();
   } else {
     const std::span<const float> h = hess.host();

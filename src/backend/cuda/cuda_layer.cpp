@@ -96,8 +96,8 @@ void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n)
 CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w,
                                                       Lin* spare) {
   ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && (device_w || l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in)),
-                  InvalidInput, "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(), l.n_out,
-                  l.n_in);
+                  InvalidInput, "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(),
+                  l.n_out, l.n_in);
   ANGELSLIM_ASSERT(!device_w || weights_ != DeviceWeights::kBF16);
   ANGELSLIM_CHECK(l.bias.empty() || l.bias.size() == static_cast<std::size_t>(l.n_out), InvalidInput,
                   "layer {} {}: bias has {} values, expected {}", index_, what, l.bias.size(), l.n_out);
