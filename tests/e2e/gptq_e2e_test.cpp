@@ -3,10 +3,19 @@
 // against bf16 and against round-to-nearest, starving MoE experts, act-order modes and 8-bit.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 
+#include "angelslim/calib/engine.h"
+#include "angelslim/config/run_config.h"
+#include "angelslim/data/text_dataset.h"
+#include "angelslim/quant/gptq_quantizer.h"
 #include "angelslim/quant/rtn_reference.h"
 #include "angelslim/io/safetensors.h"
+#include "angelslim/text/chat_template.h"
+#include "angelslim/text/tokenizer.h"
 #include "angelslim/model/weight_loader.h"
 #include "angelslim/quant/grid.h"
 #include "e2e_util.h"
@@ -229,6 +238,91 @@ TEST(GptqE2E, DeferredWritesGiveIdenticalOutputs) {
     EXPECT_TRUE(b["layers"][l]["write_s"].is_number()) << l;
     EXPECT_TRUE(b["layers"][l]["write_wait_s"].is_number()) << l;
     EXPECT_FALSE(a["layers"][l].contains("write_wait_s")) << l;
+  }
+}
+
+// A dequantized weight "on a device" that is host memory in disguise (counts its downloads).
+class HostBackedWeight : public DeviceMatrix {
+ public:
+  HostBackedWeight(int64_t rows, int64_t cols, std::vector<float> m) : rows_(rows), cols_(cols), m_(std::move(m)) {}
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  std::vector<float> to_host() const override {
+    ++downloads;
+    return m_;
+  }
+  static inline std::atomic<int> downloads{0};
+
+ private:
+  int64_t rows_, cols_;
+  std::vector<float> m_;
+};
+
+// The quantizer's device route (GptqQuantizer::set_solver(..., device_solver = true)) on the CPU backend, which
+// takes no weights from a device: each commit falls back to the W_hat's host copy, so two layers quantized through
+// a solver that leaves W_hat "on the device" end with the weights, activations and report of the plain CPU solver.
+TEST(GptqE2E, DeviceWeightsFallBackToTheirHostCopy) {
+  TmpDir d("gptq-device-route");
+  const auto cfg_path = test::write_config(d.path(), "run", "hy-dense-tiny", "HunyuanDense", gptq_yaml(4, 128, true));
+  const RunConfig rc = load_run_config(cfg_path);
+  const fs::path dir = test::kData + "/fixtures/hy-dense-tiny";
+  const ModelConfig cfg = load_model_config(dir);
+  TensorStore store(dir);
+  const auto tok = Tokenizer::load(dir);
+  const auto tmpl = ChatTemplate::load(dir);
+  std::vector<std::vector<int32_t>> ids;
+  for (const auto& s : load_text_dataset(test::kData + "/calib/sharegpt_gpt4_256.jsonl", *tok, tmpl, 128, 4, false, 0))
+    ids.push_back(s.ids);
+  ASSERT_FALSE(ids.empty());
+  struct Out {
+    std::vector<std::vector<float>> weights;
+    std::vector<json> linears;
+    std::vector<float> x;
+  };
+  auto run = [&](bool device_route) {
+    CalibActivations acts(cfg, store, ids);
+    GptqQuantizer q(rc, cfg);
+    if (device_route)
+      q.set_solver(
+          [](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
+            EXPECT_TRUE(o.w_hat_on_device);
+            GptqResult r = gptq_quantize(w, rows, cols, h.host(), o);
+            r.out_err = 0.5;  // a device solver reports its own; the CPU one leaves it to the quantizer
+            r.w_hat_device = std::make_shared<HostBackedWeight>(rows, cols, std::move(r.w_hat));
+            r.w_hat.clear();
+            return r;
+          },
+          "device-stand-in", 1, true);
+    Out out;
+    for (int64_t l = 0; l < 2; ++l) {
+      DecoderLayer layer = load_decoder_layer(store, cfg, l);
+      json rep = {{"linears", json::array()}, {"warnings", json::array()}};
+      q.quantize_layer_with(layer, &acts, rep);
+      for (const auto& [id, lin] : layer_linears(layer)) out.weights.push_back(lin->w);
+      for (const auto& lin : rep["linears"]) out.linears.push_back(lin);
+    }
+    out.x = acts.x();
+    return out;
+  };
+  HostBackedWeight::downloads = 0;
+  const Out host = run(false);
+  const Out device = run(true);
+  EXPECT_EQ(HostBackedWeight::downloads.load(), 14) << "one fallback download per linear (2 layers x 7)";
+  EXPECT_EQ(host.weights, device.weights);
+  EXPECT_EQ(host.x, device.x);
+  ASSERT_EQ(host.linears.size(), device.linears.size());
+  for (std::size_t i = 0; i < host.linears.size(); ++i) {
+    const json& a = host.linears[i];
+    const json& b = device.linears[i];
+    EXPECT_EQ(a["name"], b["name"]);
+    EXPECT_EQ(a["loss"], b["loss"]) << a["name"];
+    EXPECT_EQ(b["out_err"], 0.5) << "the solver's own value is reported";
+    EXPECT_EQ(b["solver"], "device-stand-in");
+    // ||W_hat - W||: the quantizer's row sums on one route, the solver's own on the other.
+    EXPECT_NEAR(a["err_fro"].get<double>(), b["err_fro"].get<double>(), 1e-9 * a["err_fro"].get<double>())
+        << a["name"];
+    EXPECT_NEAR(a["err_rel"].get<double>(), b["err_rel"].get<double>(), 1e-9 * a["err_rel"].get<double>())
+        << a["name"];
   }
 }
 
