@@ -37,6 +37,15 @@ LayerStats::AbsMax LayerStats::abs_max_of(const LinearId& id) const {
   return it == abs_max.end() ? AbsMax{} : it->second;
 }
 
+namespace {
+
+// H = scale · XᵀX in place: the one FP32 product every route forms H with.
+void scale_in_place(std::vector<float>& v, float scale) {
+  for (auto& x : v) x *= scale;
+}
+
+}  // namespace
+
 Hessian::Hessian(int64_t k, int64_t tokens, std::vector<float> host)
     : k_(k), tokens_(tokens), host_(std::make_shared<Host>()) {
   host_->h = std::move(host);  // [k, k] expected: the solvers check the size and name a mismatch
@@ -53,38 +62,38 @@ std::span<const float> Hessian::host() const {
   std::call_once(host_->once, [&] {
     std::vector<float> h = device_->to_host();
     ANGELSLIM_ASSERT(h.size() == static_cast<std::size_t>(k_ * k_));
-    for (auto& v : h) v *= scale_;
+    scale_in_place(h, scale_);
     host_->h = std::move(h);
   });
   return host_->h;
 }
 
-Hessian LayerStats::take(const LinearId& id) {
+std::optional<LayerStats::Gram> LayerStats::take_gram(const LinearId& id) {
   auto it = gram.find(input_group(id));
-  if (it == gram.end() || it->second.tokens == 0) return {};
+  if (it == gram.end() || it->second.tokens == 0) return std::nullopt;
   Gram g = std::move(it->second);
   gram.erase(it);
-  const float s = 2.0f / static_cast<float>(g.tokens);
-  if (g.device) return Hessian(g.k, g.tokens, s, std::move(g.device));
-  ANGELSLIM_ASSERT(g.xtx.size() == static_cast<std::size_t>(g.k * g.k));
-  for (auto& v : g.xtx) v *= s;
-  return Hessian(g.k, g.tokens, std::move(g.xtx));
+  return g;
+}
+
+Hessian LayerStats::take(const LinearId& id) {
+  std::optional<Gram> g = take_gram(id);
+  if (!g) return {};
+  const float s = 2.0f / static_cast<float>(g->tokens);
+  if (g->device) return Hessian(g->k, g->tokens, s, std::move(g->device));
+  ANGELSLIM_ASSERT(g->xtx.size() == static_cast<std::size_t>(g->k * g->k));
+  scale_in_place(g->xtx, s);
+  return Hessian(g->k, g->tokens, std::move(g->xtx));
 }
 
 std::vector<float> LayerStats::take_hessian(const LinearId& id, int64_t* tokens) {
-  auto it = gram.find(input_group(id));
-  if (it == gram.end() || it->second.tokens == 0) {
-    *tokens = 0;
-    return {};
-  }
-  Gram g = std::move(it->second);
-  gram.erase(it);
-  *tokens = g.tokens;
-  if (g.device) g.xtx = g.device->to_host();
-  ANGELSLIM_ASSERT(g.xtx.size() == static_cast<std::size_t>(g.k * g.k));
-  const float s = 2.0f / static_cast<float>(g.tokens);
-  for (auto& v : g.xtx) v *= s;
-  return std::move(g.xtx);
+  std::optional<Gram> g = take_gram(id);
+  *tokens = g ? g->tokens : 0;
+  if (!g) return {};
+  if (g->device) g->xtx = g->device->to_host();
+  ANGELSLIM_ASSERT(g->xtx.size() == static_cast<std::size_t>(g->k * g->k));
+  scale_in_place(g->xtx, 2.0f / static_cast<float>(g->tokens));
+  return std::move(g->xtx);
 }
 
 void HostStatsObserver::observe(const LinearId& id, const float* x, int64_t n, int64_t k, const int64_t*) {

@@ -418,7 +418,6 @@ int run_pipeline(const RunOptions& opt) {
     log_gptq_fallbacks(l, rc, rep);
     if (host_acts && !opt.allow_nonfinite)
       check_finite_activations(host_acts->x(), cfg.d_model, sample_offsets, l);
-    const auto tw = Clock::now();
     auto writes = layer_writes(l, store, *quantizer);
     auto write_all = [&writer, writes = std::move(writes)] {
       const auto t = Clock::now();
@@ -426,6 +425,7 @@ int run_pipeline(const RunOptions& opt) {
       return since(t);
     };
     if (defer_writes) {
+      const auto tw = Clock::now();
       finish_write();
       rep["write_wait_s"] = since(tw);  // waiting for the previous layer's write (overlapped with this layer)
       writing = std::async(std::launch::async, std::move(write_all));

@@ -19,6 +19,7 @@
 #include "angelslim/model/weight_loader.h"
 #include "angelslim/quant/grid.h"
 #include "e2e_util.h"
+#include "unit/host_backed_matrix.h"
 
 namespace angelslim {
 namespace {
@@ -190,16 +191,19 @@ TEST(GptqE2E, MoeExpertsAllQuantizedNonZero) {
   EXPECT_LT(q / base - 1, 0.05);
 }
 
+// The report of a GPTQ run on hy-moe-tiny (8 samples, w4 g128, act order) with `var`=`value` in the environment.
+json moe_report_with(const char* var, const char* value) {
+  ::setenv(var, value, 1);
+  GptqRun r("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
+  ::unsetenv(var);
+  return json::parse(read_file(r.out / "quant_report.json"));
+}
+
 // Solving several linears of a stage at once (ANGELSLIM_GPTQ_CONCURRENCY) commits them in the serial order: the
 // output shards are bitwise those of the one-at-a-time run (MoE: 8 experts per stage, act order with the fold).
 TEST(GptqE2E, ConcurrentSolvesGiveIdenticalOutputs) {
-  ::setenv("ANGELSLIM_GPTQ_CONCURRENCY", "1", 1);
-  GptqRun one("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
-  ::setenv("ANGELSLIM_GPTQ_CONCURRENCY", "3", 1);
-  GptqRun three("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
-  ::unsetenv("ANGELSLIM_GPTQ_CONCURRENCY");
-  const auto a = json::parse(read_file(one.out / "quant_report.json"));
-  const auto b = json::parse(read_file(three.out / "quant_report.json"));
+  const json a = moe_report_with("ANGELSLIM_GPTQ_CONCURRENCY", "1");
+  const json b = moe_report_with("ANGELSLIM_GPTQ_CONCURRENCY", "3");
   ASSERT_FALSE(a["outputs"].empty());
   EXPECT_EQ(a["outputs"], b["outputs"]) << "sha256 of the shards";
   ASSERT_EQ(a["layers"].size(), b["layers"].size());
@@ -219,13 +223,8 @@ TEST(GptqE2E, ConcurrentSolvesGiveIdenticalOutputs) {
 // The layer writes on a second thread (ANGELSLIM_DEFER_WRITES=1; the default on --device cuda) give the same shards
 // as the writes in line; the report gives the write times where they happened.
 TEST(GptqE2E, DeferredWritesGiveIdenticalOutputs) {
-  ::setenv("ANGELSLIM_DEFER_WRITES", "0", 1);
-  GptqRun inline_run("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
-  ::setenv("ANGELSLIM_DEFER_WRITES", "1", 1);
-  GptqRun deferred("hy-moe-tiny", "HunyuanMoE", gptq_yaml(4, 128, true), 8);
-  ::unsetenv("ANGELSLIM_DEFER_WRITES");
-  const auto a = json::parse(read_file(inline_run.out / "quant_report.json"));
-  const auto b = json::parse(read_file(deferred.out / "quant_report.json"));
+  const json a = moe_report_with("ANGELSLIM_DEFER_WRITES", "0");
+  const json b = moe_report_with("ANGELSLIM_DEFER_WRITES", "1");
   ASSERT_FALSE(a["outputs"].empty());
   EXPECT_EQ(a["outputs"], b["outputs"]) << "sha256 of the shards";
   EXPECT_EQ(a["resume"]["enabled"], true);
@@ -240,23 +239,6 @@ TEST(GptqE2E, DeferredWritesGiveIdenticalOutputs) {
     EXPECT_FALSE(a["layers"][l].contains("write_wait_s")) << l;
   }
 }
-
-// A dequantized weight "on a device" that is host memory in disguise (counts its downloads).
-class HostBackedWeight : public DeviceMatrix {
- public:
-  HostBackedWeight(int64_t rows, int64_t cols, std::vector<float> m) : rows_(rows), cols_(cols), m_(std::move(m)) {}
-  int64_t rows() const override { return rows_; }
-  int64_t cols() const override { return cols_; }
-  std::vector<float> to_host() const override {
-    ++downloads;
-    return m_;
-  }
-  static inline std::atomic<int> downloads{0};
-
- private:
-  int64_t rows_, cols_;
-  std::vector<float> m_;
-};
 
 // The quantizer's device route (GptqQuantizer::set_solver(..., device_solver = true)) on the CPU backend, which
 // takes no weights from a device: each commit falls back to the W_hat's host copy, so two layers quantized through
@@ -279,16 +261,17 @@ TEST(GptqE2E, DeviceWeightsFallBackToTheirHostCopy) {
     std::vector<json> linears;
     std::vector<float> x;
   };
+  std::atomic<int> downloads{0};
   auto run = [&](bool device_route) {
     CalibActivations acts(cfg, store, ids);
     GptqQuantizer q(rc, cfg);
     if (device_route)
       q.set_solver(
-          [](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
+          [&downloads](std::span<const float> w, int rows, int cols, const Hessian& h, const GptqOptions& o) {
             EXPECT_TRUE(o.w_hat_on_device);
             GptqResult r = gptq_quantize(w, rows, cols, h.host(), o);
             r.out_err = 0.5;  // a device solver reports its own; the CPU one leaves it to the quantizer
-            r.w_hat_device = std::make_shared<HostBackedWeight>(rows, cols, std::move(r.w_hat));
+            r.w_hat_device = std::make_shared<test::HostBackedMatrix>(rows, cols, std::move(r.w_hat), &downloads);
             r.w_hat.clear();
             return r;
           },
@@ -304,10 +287,9 @@ TEST(GptqE2E, DeviceWeightsFallBackToTheirHostCopy) {
     out.x = acts.x();
     return out;
   };
-  HostBackedWeight::downloads = 0;
   const Out host = run(false);
   const Out device = run(true);
-  EXPECT_EQ(HostBackedWeight::downloads.load(), 14) << "one fallback download per linear (2 layers x 7)";
+  EXPECT_EQ(downloads.load(), 14) << "one fallback download per linear (2 layers x 7)";
   EXPECT_EQ(host.weights, device.weights);
   EXPECT_EQ(host.x, device.x);
   ASSERT_EQ(host.linears.size(), device.linears.size());

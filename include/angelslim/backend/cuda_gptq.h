@@ -48,6 +48,22 @@ class GptqCudaWorkspace {
   struct Spare {
     std::mutex mu;
     std::vector<DeviceBuffer<float>> free;
+    // The smallest free buffer of at least n elements, else a new one of n.
+    DeviceBuffer<float> take(std::size_t n) {
+      DeviceBuffer<float> b;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto best = free.end();
+        for (auto it = free.begin(); it != free.end(); ++it)
+          if (it->size() >= n && (best == free.end() || it->size() < best->size())) best = it;
+        if (best != free.end()) {
+          b = std::move(*best);
+          free.erase(best);
+        }
+      }
+      if (b.size() < n) b.reset(n);
+      return b;
+    }
   };
   std::shared_ptr<Spare> spare_ = std::make_shared<Spare>();
 };

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -81,6 +82,10 @@ struct LayerStats {
   std::vector<float> take_hessian(const LinearId& id, int64_t* tokens);
   // The same H where it is (a device Gram matrix stays there), moved out; empty() when no token reached the group.
   Hessian take(const LinearId& id);
+
+ private:
+  // The group's Gram matrix, moved out; nullopt when no token reached the group.
+  std::optional<Gram> take_gram(const LinearId& id);
 };
 
 // The CPU collector: a LinearObserver that fills a LayerStats from host activations. Throws InvalidInput on a

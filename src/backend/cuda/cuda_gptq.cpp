@@ -324,19 +324,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gptq_scatter(s, sm, dcodes_t, dwt, rows, k, dperm, fold, dcodes, dwhat),
                               "gptq_scatter_kernel");
   if (opt.w_hat_on_device) {  // a copy of its own (the workspace is reused); complete after the downloads below
-    DeviceBuffer<float> kept;
-    {
-      std::lock_guard<std::mutex> lock(spare_->mu);
-      auto& f = spare_->free;
-      auto best = f.end();  // the smallest spare buffer that fits
-      for (auto it = f.begin(); it != f.end(); ++it)
-        if (it->size() >= rk && (best == f.end() || it->size() < best->size())) best = it;
-      if (best != f.end()) {
-        kept = std::move(*best);
-        f.erase(best);
-      }
-    }
-    if (kept.size() < rk) kept.reset(rk);
+    DeviceBuffer<float> kept = spare_->take(rk);
     ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(kept.data(), dwhat, rk * sizeof(float), cudaMemcpyDeviceToDevice, s));
     res.w_hat_device = std::make_shared<CudaDeviceMatrix>(
         ctx_.device(), rows, k, std::move(kept), [spare = spare_](DeviceBuffer<float>&& b) {
@@ -393,17 +381,19 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   res.err_fro = std::sqrt(quad[2]);
   // W_hat from the codes on the host (the column loop's dequantization, (q - z) · s in FP32, is exact to repeat):
   // a quarter of the bytes of downloading it. Not at all when it stays on the device.
-  if (!res.w_hat_device) res.w_hat.resize(rk);
-  if (!res.w_hat_device) parallel_for(rows, [&](int64_t r) {
-    const std::size_t row = static_cast<std::size_t>(r) * k, prow = static_cast<std::size_t>(r) * res.n_groups;
-    for (int j = 0; j < k; ++j) {
-      const std::size_t pi = prow + static_cast<std::size_t>(res.g_idx[static_cast<std::size_t>(j)]);
-      const int c = fold ? perm[static_cast<std::size_t>(j)] : j;
-      res.w_hat[row + static_cast<std::size_t>(c)] =
-          static_cast<float>(static_cast<int>(res.codes[row + static_cast<std::size_t>(j)]) - res.zeros[pi]) *
-          res.scales[pi];
-    }
-  });
+  if (!res.w_hat_device) {
+    res.w_hat.resize(rk);
+    parallel_for(rows, [&](int64_t r) {
+      const std::size_t row = static_cast<std::size_t>(r) * k, prow = static_cast<std::size_t>(r) * res.n_groups;
+      for (int j = 0; j < k; ++j) {
+        const std::size_t pi = prow + static_cast<std::size_t>(res.g_idx[static_cast<std::size_t>(j)]);
+        const int c = fold ? perm[static_cast<std::size_t>(j)] : j;
+        res.w_hat[row + static_cast<std::size_t>(c)] =
+            static_cast<float>(static_cast<int>(res.codes[row + static_cast<std::size_t>(j)]) - res.zeros[pi]) *
+            res.scales[pi];
+      }
+    });
+  }
   mark();  // downloads
   if (profile) {
     auto ms = [&](int i) { return std::chrono::duration<double, std::milli>(marks[i + 1] - marks[i]).count(); };
