@@ -1,7 +1,10 @@
 // GPU vs CPU time of one Hunyuan decoder layer forward on hunyuan-0.5B shapes (d_model 1024, d_ff 3584, 16 heads,
 // 8 KV heads, head_dim 128; SPEC 1.4) with random bf16-valued weights, medians of several runs (CUDA events on the
 // GPU, steady_clock on the CPU), plus the attention op alone at 2048 and 8192 tokens and a GPU-vs-CPU parity line.
-// Usage: angelslim_cuda_bench [--tokens N] [--gpu-reps R] [--cpu-reps C] [--threads T]
+// --ragged 1: instead, the calibration batch of the 0.5B benchmark (128 sequences: 46 of 2048 tokens, 82 of 72..2143,
+// ~185k tokens, one ragged batch): attention per sequence (cuBLAS GEMMs + softmax) vs the fused ragged kernel, and
+// the layer's cumulative time up to each stop point with the path of ANGELSLIM_CUDA_ATTENTION.
+// Usage: angelslim_cuda_bench [--tokens N] [--gpu-reps R] [--cpu-reps C] [--threads T] [--ragged 1]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -85,9 +88,74 @@ double time_cpu(int reps, Fn fn) {
   return median(ms);
 }
 
+// The calibration batch of the 0.5B benchmark, GPU only (the CPU would take minutes a pass).
+int run_ragged(const ModelConfig& cfg, const DecoderLayer& layer, const std::vector<float>& inv_freq, int reps) {
+  std::mt19937_64 rng(7);
+  std::vector<int64_t> offsets{0};
+  std::uniform_int_distribution<int64_t> len_dist(72, 2143);
+  for (int i = 0; i < 128; ++i) offsets.push_back(offsets.back() + ((i * 46) % 128 < 46 ? 2048 : len_dist(rng)));
+  const int64_t n = offsets.back(), d_model = cfg.d_model, head_dim = cfg.head_dim;
+  const int64_t qd = cfg.n_heads * head_dim, kvd = cfg.n_kv_heads * head_dim;
+  double sum_sq = 0;
+  for (std::size_t i = 0; i + 1 < offsets.size(); ++i)
+    sum_sq += static_cast<double>(offsets[i + 1] - offsets[i]) * static_cast<double>(offsets[i + 1] - offsets[i]);
+  std::printf("ragged batch: %zu sequences, %lld tokens; causal attention %.1f GFLOP (QK^T + PV)\n", offsets.size() - 1,
+              static_cast<long long>(n), 2.0 * sum_sq * static_cast<double>(head_dim * cfg.n_heads) * 1e-9);
+  cuda::CudaContext ctx(0);
+  // Attention alone on bf16-valued random q/k/v.
+  const auto q = rand_bf16(static_cast<std::size_t>(n * qd), 1.5f, rng);
+  const auto k = rand_bf16(static_cast<std::size_t>(n * kvd), 1.5f, rng);
+  const auto v = rand_bf16(static_cast<std::size_t>(n * kvd), 1.0f, rng);
+  auto dq = cuda::to_device(ctx, q), dk = cuda::to_device(ctx, k), dv = cuda::to_device(ctx, v);
+  cuda::DeviceBuffer<float> o1(q.size()), o2(q.size());
+  cuda::AttentionWorkspace gws;
+  cuda::VarlenAttentionWorkspace vws;
+  const double ms_gemm = time_gpu(ctx, reps, [] {}, [&] {
+    for (std::size_t i = 0; i + 1 < offsets.size(); ++i) {
+      const int64_t b = offsets[i], len = offsets[i + 1] - b;
+      cuda::attention_bf16_gemm(ctx, dq.data() + b * qd, dk.data() + b * kvd, dv.data() + b * kvd, len, cfg.n_heads,
+                                cfg.n_kv_heads, head_dim, o1.data() + b * qd, gws);
+    }
+  });
+  const double ms_fused = time_gpu(ctx, reps, [] {}, [&] {
+    cuda::attention_varlen_bf16(ctx, dq.data(), dk.data(), dv.data(), offsets, cfg.n_heads, cfg.n_kv_heads, head_dim,
+                                o2.data(), vws);
+  });
+  const auto h1 = cuda::to_host(ctx, o1.data(), q.size()), h2 = cuda::to_host(ctx, o2.data(), q.size());
+  std::printf("attention, per-sequence GEMMs + softmax: %9.3f ms\nattention, fused ragged kernel:         %9.3f ms "
+              "(%.2fx; rel_l2 between the two %.2e)\n",
+              ms_gemm, ms_fused, ms_gemm / ms_fused, rel_l2(h2, h1));
+
+  // The layer (bf16 mode, bf16 weights) on the batch, cumulative up to each stop point.
+  const auto x0 = rand_bf16(static_cast<std::size_t>(n * d_model), 1.7f, rng);
+  auto dx0 = cuda::to_device(ctx, x0);
+  cuda::DeviceBuffer<float> dx(x0.size());
+  cuda::CudaDecoderLayer gl(ctx, cfg, layer, inv_freq, cuda::DeviceWeights::kBF16);
+  const std::pair<const char*, StopAfter> stops[] = {{"input norm", StopAfter::kQkvInput},
+                                                     {"+ q/k/v, rope, qk-norm, attention", StopAfter::kOInput},
+                                                     {"+ o_proj, residual, post norm", StopAfter::kMlpInput},
+                                                     {"+ MLP, residual (whole layer)", StopAfter::kNone}};
+  std::printf("layer (attention path: %s), cumulative ms:\n", cuda::attention_path_name(cuda::attention_path()));
+  for (const auto& [what, stop] : stops) {
+    ForwardOptions opt;
+    opt.round_bf16 = true;
+    opt.stop_after = stop;
+    const double ms = time_gpu(
+        ctx, reps,
+        [&] {
+          ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dx.data(), dx0.data(), x0.size() * sizeof(float),
+                                               cudaMemcpyDeviceToDevice, ctx.stream()));
+        },
+        [&] { gl.forward(dx.data(), n, 0, opt, nullptr, nullptr, offsets); });
+    std::printf("  %-40s %9.3f\n", what, ms);
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   int64_t n = 2048;
   int gpu_reps = 20, cpu_reps = 3, threads = 0;
+  bool ragged = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const long v = std::strtol(argv[i + 1], nullptr, 10);
@@ -99,6 +167,8 @@ int run(int argc, char** argv) {
       cpu_reps = static_cast<int>(v);
     else if (k == "--threads")
       threads = static_cast<int>(v);
+    else if (k == "--ragged")
+      ragged = v != 0;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -143,6 +213,7 @@ int run(int argc, char** argv) {
   layer.mlp.up = rand_linear(cfg.d_ff, d_model, rng);
   layer.mlp.down = rand_linear(d_model, cfg.d_ff, rng);
   const auto inv_freq = rope_inv_freq(cfg);
+  if (ragged) return run_ragged(cfg, layer, inv_freq, gpu_reps);
   const auto x0 = rand_bf16(static_cast<std::size_t>(n * d_model), 1.7f, rng);
 
   const double lin_flop =

@@ -317,7 +317,31 @@ void SafetensorsWriter::open_shard() {
                                  : data_dir_ / fmt::format("shard-{}.data", shards_.size());
   s.fp = std::fopen(s.tmp_data.string().c_str(), "wb");
   if (!s.fp) throw IoError(fmt::format("{}: cannot create: {}", s.tmp_data.string(), errno_text()));
+  if (data_dir_.empty() && header_reserve_ > 0) {
+    s.data_start = header_reserve_;  // a hole until finish() writes the header
+    if (::fseeko(s.fp, static_cast<off_t>(s.data_start), SEEK_SET) != 0) {
+      const std::string why = errno_text();
+      std::fclose(s.fp);
+      throw IoError(fmt::format("{}: cannot seek: {}", s.tmp_data.string(), why));
+    }
+  }
   shards_.push_back(std::move(s));
+}
+
+void SafetensorsWriter::reserve_header(uint64_t bytes) {
+  ANGELSLIM_ASSERT(shards_.empty() && !finished_);
+  header_reserve_ = (bytes + 7) / 8 * 8;
+}
+
+void SafetensorsWriter::start_writeback() {
+  for (auto& s : shards_) {
+    if (!s.fp) continue;
+    if (std::fflush(s.fp) != 0)
+      throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
+#ifdef __linux__
+    (void)::sync_file_range(::fileno(s.fp), 0, 0, SYNC_FILE_RANGE_WRITE);  // advisory: finish() still fsyncs
+#endif
+  }
 }
 
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
@@ -408,11 +432,6 @@ std::vector<std::string> SafetensorsWriter::finish() {
   json weight_map = json::object();
   for (std::size_t i = 0; i < n; ++i) {
     Shard& s = shards_[i];
-    if (std::fclose(s.fp) != 0) {
-      s.fp = nullptr;
-      throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
-    }
-    s.fp = nullptr;
     const std::string fname =
         n == 1 ? std::string("model.safetensors") : fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
     json h = json::object();
@@ -423,6 +442,31 @@ std::vector<std::string> SafetensorsWriter::finish() {
       weight_map[e.name] = fname;
     }
     std::string hs = h.dump();
+    // A header that fits the reservation fills it (the same bytes whether the data was buffered here or in a data
+    // dir); when the data file has the space in front, the header goes there and the file becomes the shard.
+    if (header_reserve_ > 0 && 8 + hs.size() <= header_reserve_) hs.resize(header_reserve_ - 8, ' ');
+    if (s.data_start > 0 && 8 + hs.size() == s.data_start) {
+      const uint64_t hl = hs.size();
+      bool ok = std::fflush(s.fp) == 0 && ::fseeko(s.fp, 0, SEEK_SET) == 0;
+      ok = ok && write_checked(&hl, 8, s.fp) == 8;
+      ok = ok && write_checked(hs.data(), hs.size(), s.fp) == hs.size();
+      ok = ok && sync_stream(s.fp);
+      const std::string why = ok ? std::string() : errno_text();
+      const bool closed = std::fclose(s.fp) == 0;
+      s.fp = nullptr;
+      if (!ok || !closed)
+        throw IoError(fmt::format("{}: write failed: {}", (dir_ / fname).string(), ok ? errno_text() : why));
+      std::error_code ec;
+      fs::rename(s.tmp_data, dir_ / fname, ec);
+      if (ec) throw IoError(fmt::format("{}: rename failed: {}", (dir_ / fname).string(), ec.message()));
+      names.push_back(fname);
+      continue;
+    }
+    if (std::fclose(s.fp) != 0) {
+      s.fp = nullptr;
+      throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
+    }
+    s.fp = nullptr;
     while ((8 + hs.size()) % 8 != 0) hs.push_back(' ');
     const fs::path tmp_final = dir_ / (".tmp-" + fname);
     std::FILE* out = std::fopen(tmp_final.string().c_str(), "wb");
@@ -432,7 +476,7 @@ std::vector<std::string> SafetensorsWriter::finish() {
     ok = ok && write_checked(&hl, 8, out) == 8;
     ok = ok && write_checked(hs.data(), hs.size(), out) == hs.size();
     std::FILE* in = ok ? std::fopen(s.tmp_data.string().c_str(), "rb") : nullptr;
-    if (!in) ok = false;
+    if (!in || ::fseeko(in, static_cast<off_t>(s.data_start), SEEK_SET) != 0) ok = false;
     std::vector<char> buf(1 << 22);
     uint64_t copied = 0;
     while (ok && in) {

@@ -248,6 +248,20 @@ int run_pipeline(const RunOptions& opt) {
     model_fp = std::async(std::launch::async, [&] { return model_fingerprint(model_dir, store.files()); });
   spdlog::info("model {} ({}, {} layers) -> {}", model_dir.string(), family_name(cfg.family), cfg.n_layers,
                out.final_dir().string());
+  // The next layer is read and converted on a second thread while this one is calibrated (host memory: two layers).
+  // The source tensors of the layer are scanned for NaN/Inf on the way.
+  auto load = [&](int64_t l) {
+    if (!opt.allow_nonfinite) {
+      const std::string prefix = "model.layers." + std::to_string(l) + ".";
+      for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0;
+           ++it)
+        check_finite(*it->second);
+    }
+    return load_decoder_layer(store, cfg, l);
+  };
+  // Without resume the first layer is layer 0: it loads while the calibration set is prepared.
+  std::future<DecoderLayer> first_load;
+  if (!resumable && cfg.n_layers > 0) first_load = std::async(std::launch::async, load, int64_t{0});
   timing["load"] = since(t_start);
 
   // Calibration set.
@@ -364,9 +378,19 @@ int run_pipeline(const RunOptions& opt) {
   const auto t_layers = Clock::now();
   SafetensorsWriter writer(out.tmp());
   if (ckpt) writer.set_data_dir(ckpt->dir());
+  {
+    // Room for the header in front of the data (no copy of the shards at the end without checkpoints): at most 4
+    // output tensors (GPTQ: qweight, qzeros, scales, g_idx) per source tensor, each entry within its name plus 112
+    // characters. Set with and without checkpoints alike, so both give the same bytes.
+    std::size_t longest = 0;
+    for (const auto& [name, t] : store.all()) longest = std::max(longest, name.size());
+    writer.reserve_header(std::min<uint64_t>(uint64_t{16} << 20, (4 * store.all().size() * (longest + 112) + 4095) /
+                                                                     4096 * 4096));
+  }
   json layers = json::array();
   json layer_warnings = json::array();  // warnings of the completed layers (kept in the checkpoint)
   int64_t first_layer = 0;
+  const bool fresh = !resumed;
   if (resumed) {
     writer.restore(resumed->writer);
     if (host_acts) host_acts->restore_activations(std::move(resumed->activations));
@@ -378,34 +402,33 @@ int run_pipeline(const RunOptions& opt) {
     spdlog::info("resume: continuing at layer {} of {} ({} done; checkpoint {})", first_layer, cfg.n_layers,
                  first_layer, ckpt->dir().string());
     resumed.reset();
-  } else {
-    copy_tensor(store.get("model.embed_tokens.weight"), writer);
+  }
+  const bool defer_writes = quantizer->deferred_writes() && !ckpt && defer_env != false;
+  // Deferred writes: layer l's tensors are packed and written on a second thread while layer l + 1 is quantized
+  // (not with checkpoints, which save the writer's state after each layer). `writing` returns that write's seconds;
+  // the embedding goes first, the same way, while layer 0 is quantized.
+  std::future<double> writing;
+  if (fresh) {
+    auto write_embedding = [&writer, &store] {
+      const auto t = Clock::now();
+      copy_tensor(store.get("model.embed_tokens.weight"), writer);
+      return since(t);
+    };
+    if (defer_writes)
+      writing = std::async(std::launch::async, std::move(write_embedding));
+    else
+      (void)write_embedding();
   }
   std::vector<int64_t> sample_offsets;
   if (host_acts)
     for (int64_t s = 0; s <= host_acts->n_samples(); ++s) sample_offsets.push_back(host_acts->sample_begin(s));
   Progress bar("quantize", cfg.n_layers - first_layer, "layer");
-  // The next layer is read and converted on a second thread while this one is calibrated (host memory: two layers).
-  // The source tensors of the layer are scanned for NaN/Inf on the way.
-  auto load = [&](int64_t l) {
-    if (!opt.allow_nonfinite) {
-      const std::string prefix = "model.layers." + std::to_string(l) + ".";
-      for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0;
-           ++it)
-        check_finite(*it->second);
-    }
-    return load_decoder_layer(store, cfg, l);
-  };
-  std::future<DecoderLayer> next;
-  if (first_layer < cfg.n_layers) next = std::async(std::launch::async, load, first_layer);
-  // Deferred writes: layer l's tensors are packed and written on a second thread while layer l + 1 is quantized
-  // (not with checkpoints, which save the writer's state after each layer). `writing` returns that write's seconds.
-  const bool defer_writes = quantizer->deferred_writes() && !ckpt && defer_env != false;
-  std::future<double> writing;
-  auto finish_write = [&] {  // waits for the previous layer's write; its seconds go to that layer's report
+  std::future<DecoderLayer> next = std::move(first_load);
+  if (!next.valid() && first_layer < cfg.n_layers) next = std::async(std::launch::async, load, first_layer);
+  auto finish_write = [&] {  // waits for the previous write; its seconds go to that layer's report
     if (!writing.valid()) return;
     const double s = writing.get();
-    layers.back()["write_s"] = s;
+    if (!layers.empty()) layers.back()["write_s"] = s;
   };
   for (int64_t l = first_layer; l < cfg.n_layers; ++l) {
     const auto t0 = Clock::now();
@@ -422,6 +445,7 @@ int run_pipeline(const RunOptions& opt) {
     auto write_all = [&writer, writes = std::move(writes)] {
       const auto t = Clock::now();
       for (const auto& w : writes) w(writer);
+      writer.start_writeback();  // the disk works while the next layers run; finish() waits for less
       return since(t);
     };
     if (defer_writes) {
@@ -479,6 +503,7 @@ int run_pipeline(const RunOptions& opt) {
 
   // Shard fingerprints, one thread per shard (a 7B output has several GB), computed while the output is read back
   // and checked against SPEC 5 before publishing it.
+  const auto t_verify = Clock::now();
   std::vector<std::future<std::string>> digests;
   for (const auto& f : files)
     digests.push_back(std::async(std::launch::async, [p = out.tmp() / f] { return sha256_file(p); }));
@@ -487,6 +512,7 @@ int run_pipeline(const RunOptions& opt) {
   for (std::size_t i = 0; i < files.size(); ++i)
     outputs.push_back(
         {{"file", files[i]}, {"bytes", fs::file_size(out.tmp() / files[i])}, {"sha256", digests[i].get()}});
+  timing["verify"] = since(t_verify);  // reading the output back against SPEC 5, and the shards' SHA-256
   timing["total"] = since(t_start);
   int64_t params = 0;
   for (const auto& [name, t] : store.all()) params += t->numel();

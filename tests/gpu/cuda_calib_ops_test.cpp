@@ -2,11 +2,15 @@
 // attention_bf16_gemm) against host references: running maxima exactly, Gram matrices against an FP64 product
 // (relative L2 <= 1e-6: fp32 accumulation of exact bf16 products), the bf16 split exactly (t0 + t1 + t2 == w in FP64
 // for every finite fp32 w), tensor-core attention against the CPU op in bf16 mode (relative L2 <= 3e-3, the bound of
-// the SIMT kernel's test: one-ulp bf16 flips of probabilities and outputs).
+// the SIMT kernel's test: one-ulp bf16 flips of probabilities and outputs), and the fused ragged kernel
+// (attention_varlen_bf16) against the CPU op run on each sequence alone, with the same bound per sequence; the bf16
+// embedding gather exactly.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <random>
 
 #include "angelslim/ops/cpu_ops.h"
 #include "gpu/gpu_test_util.h"
@@ -146,6 +150,103 @@ GPU_OP_TEST(attention_bf16_gemm, MatchesCpuInBf16Mode) {
     EXPECT_CLOSE(what, gputest::compare(out.read(), ref), 3e-3);
     EXPECT_TRUE(out.guards_intact()) << what;
   }
+}
+
+
+// The embedding lookup in bf16: every value as the host's bf16 -> fp32 -> bf16 round trip (bit for bit, NaNs made
+// quiet, signed zeros and infinities kept), repeated and boundary ids.
+GPU_OP_TEST(gather_rows_bf16, ExactAsTheHostRoundTrip) {
+  ANGELSLIM_REQUIRE_GPU();
+  const int64_t rows = 1000, d = 72;
+  std::vector<uint16_t> table(static_cast<std::size_t>(rows * d));
+  std::mt19937 rng(5);
+  for (auto& v : table) v = static_cast<uint16_t>(rng());
+  table[0] = 0x7f81;  // signalling NaN
+  table[1] = 0x8000;  // -0
+  table[2] = 0x7f80;  // +inf
+  const std::vector<int32_t> ids{0, 999, 5, 5, 0, 123, 998, 1};
+  std::vector<uint16_t> want;
+  for (int32_t id : ids)
+    for (int64_t j = 0; j < d; ++j)
+      want.push_back(f32_to_bf16(bf16_to_f32(table[static_cast<std::size_t>(id * d + j)])));
+  auto dt = cuda::to_device(ctx(), table);
+  auto di = cuda::to_device(ctx(), ids);
+  cuda::DeviceBuffer<uint16_t> out(want.size());
+  cuda::gather_rows_bf16(ctx(), dt.data(), d, di.data(), static_cast<int64_t>(ids.size()), out.data());
+  EXPECT_EQ(cuda::to_host(ctx(), out.data(), want.size()), want);
+  EXPECT_EQ(want[0], 0x7fc1) << "the host round trip makes a NaN quiet";
+}
+
+GPU_OP_TEST(attention_varlen_bf16, MatchesCpuPerSequence) {
+  ANGELSLIM_REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> lens;
+    int64_t nh, nkv, d;
+  };
+  // Tile boundaries (63/64/65/128/129 rows), a 1-token sequence, empty sequences, GQA groups 1-4, both head sizes,
+  // a 2048-token sequence among short ones (the hunyuan-0.5B shape), and one long sequence of 8192 tokens.
+  const Case cases[] = {{{1}, 4, 2, 64},
+                        {{65, 0, 63, 64, 1, 129}, 6, 2, 64},
+                        {{300, 128, 7}, 6, 3, 128},
+                        {{5, 2048, 200, 0, 1100}, 16, 8, 128},
+                        {{8192}, 4, 1, 128},
+                        {{97, 513, 31}, 8, 8, 64}};
+  cuda::VarlenAttentionWorkspace ws;
+  uint64_t seed = 90;
+  for (const auto& c : cases) {
+    std::vector<int64_t> offsets{0};
+    for (int64_t len : c.lens) offsets.push_back(offsets.back() + len);
+    const int64_t n = offsets.back();
+    const auto q = gputest::random_vec(static_cast<std::size_t>(n * c.nh * c.d), ++seed, -1.5f, 1.5f, true);
+    const auto k = gputest::random_vec(static_cast<std::size_t>(n * c.nkv * c.d), ++seed, -1.5f, 1.5f, true);
+    const auto v = gputest::random_vec(static_cast<std::size_t>(n * c.nkv * c.d), ++seed, -1.0f, 1.0f, true);
+    std::vector<float> ref(q.size());
+    for (std::size_t s = 0; s < c.lens.size(); ++s) {
+      const int64_t b = offsets[s];
+      cpu::attention(q.data() + b * c.nh * c.d, k.data() + b * c.nkv * c.d, v.data() + b * c.nkv * c.d, c.lens[s],
+                     0, c.nh, c.nkv, c.d, ref.data() + b * c.nh * c.d, true);
+    }
+    auto dq = cuda::to_device(ctx(), q), dk = cuda::to_device(ctx(), k), dv = cuda::to_device(ctx(), v);
+    gputest::Guarded<float> out(q.size());
+    // Twice: the second call reuses the tile table of the first.
+    for (int rep = 0; rep < 2; ++rep) {
+      cuda::attention_varlen_bf16(ctx(), dq.data(), dk.data(), dv.data(), offsets, c.nh, c.nkv, c.d, out.data(), ws);
+      const auto got = out.read();
+      for (std::size_t s = 0; s < c.lens.size(); ++s) {
+        if (c.lens[s] == 0) continue;
+        const auto b = static_cast<std::size_t>(offsets[s] * c.nh * c.d),
+                   e = static_cast<std::size_t>(offsets[s + 1] * c.nh * c.d);
+        const std::string what = fmt::format("attention_varlen_bf16 sequence {} of {} ({} tokens) nH={} nKV={} D={}",
+                                             s, c.lens.size(), c.lens[s], c.nh, c.nkv, c.d);
+        EXPECT_CLOSE(what,
+                     gputest::compare(std::vector<float>(got.begin() + b, got.begin() + e),
+                                      std::vector<float>(ref.begin() + b, ref.begin() + e)),
+                     3e-3);
+      }
+      EXPECT_TRUE(out.guards_intact());
+    }
+  }
+  // The same layout as a batch: the results of one sequence do not depend on its neighbours (bitwise).
+  {
+    const std::vector<int64_t> one{0, 300}, three{0, 100, 400, 450};
+    const auto q = gputest::random_vec(450 * 4 * 64, 7, -1.5f, 1.5f, true);
+    const auto kv = gputest::random_vec(450 * 2 * 64, 8, -1.5f, 1.5f, true);
+    auto dq = cuda::to_device(ctx(), q), dk = cuda::to_device(ctx(), kv);
+    cuda::DeviceBuffer<float> a(q.size()), b(q.size());
+    cuda::attention_varlen_bf16(ctx(), dq.data() + 100 * 4 * 64, dk.data() + 100 * 2 * 64, dk.data() + 100 * 2 * 64,
+                                one, 4, 2, 64, a.data(), ws);
+    cuda::attention_varlen_bf16(ctx(), dq.data(), dk.data(), dk.data(), three, 4, 2, 64, b.data(), ws);
+    const auto ha = cuda::to_host(ctx(), a.data(), 300 * 4 * 64);
+    const auto hb = cuda::to_host(ctx(), b.data() + 100 * 4 * 64, 300 * 4 * 64);
+    EXPECT_EQ(ha, hb);
+  }
+  cuda::DeviceBuffer<float> buf(std::size_t{4} * 96);
+  const std::vector<int64_t> offs{0, 1};
+  EXPECT_THROW(cuda::attention_varlen_bf16(ctx(), buf.data(), buf.data(), buf.data(), offs, 4, 2, 96, buf.data(), ws),
+               Unsupported);
+  const std::vector<int64_t> bad{0, 5, 3};
+  EXPECT_THROW(cuda::attention_varlen_bf16(ctx(), buf.data(), buf.data(), buf.data(), bad, 4, 2, 64, buf.data(), ws),
+               InvalidInput);
 }
 
 }  // namespace

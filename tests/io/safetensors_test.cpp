@@ -1,6 +1,8 @@
 // safetensors reader/writer: round trips, sharding, and one hand-made corrupt file per failure class.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -77,6 +79,56 @@ TEST(Safetensors, RoundTripSingleShard) {
   f.read(reinterpret_cast<char*>(&n), 8);
   EXPECT_EQ((8 + n) % 8, 0u);
   for (const auto& e : fs::directory_iterator(d.path())) EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos);
+}
+
+// reserve_header: the header is written into the space left in front of the data (padded with spaces, so the data
+// starts exactly at the reservation); a reservation too small for the header falls back to copying the data. Both
+// files read back with the same tensors, and no temporary file is left.
+TEST(Safetensors, ReservedHeaderInPlaceAndFallback) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<std::vector<float>> vals(5, std::vector<float>(37));
+  for (auto& v : vals)
+    for (auto& x : v) x = nd(rng);
+  for (const uint64_t reserve : {uint64_t{4093}, uint64_t{40}}) {
+    TmpDir d;
+    {
+      SafetensorsWriter w(d.path(), 2 * 37 * 4 + 10);  // two tensors a shard: three shards
+      w.reserve_header(reserve);
+      for (std::size_t i = 0; i < vals.size(); ++i) {
+        w.add_f32("tensor." + std::to_string(i), {37}, vals[i]);
+        w.start_writeback();
+      }
+      EXPECT_EQ(w.finish().size(), 3u);
+    }
+    TensorStore st(d.path());
+    for (std::size_t i = 0; i < vals.size(); ++i) EXPECT_EQ(st.get("tensor." + std::to_string(i)).to_f32(), vals[i]);
+    for (const auto& e : fs::directory_iterator(d.path()))
+      EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+    std::ifstream f(d.path() / "model-00001-of-00003.safetensors", std::ios::binary);
+    uint64_t n = 0;
+    f.read(reinterpret_cast<char*>(&n), 8);
+    if (reserve > 1000) {
+      EXPECT_EQ(8 + n, 4096u) << "the header fills the reservation (rounded up to 8)";
+      EXPECT_EQ(fs::file_size(d.path() / "model-00001-of-00003.safetensors"), 4096u + 2 * 37 * 4);
+      // The data buffered in a data dir (resume checkpoints) is copied behind the same padded header.
+      TmpDir d2, data;
+      {
+        SafetensorsWriter w(d2.path(), 2 * 37 * 4 + 10);
+        w.set_data_dir(data.path());
+        w.reserve_header(reserve);
+        for (std::size_t i = 0; i < vals.size(); ++i) w.add_f32("tensor." + std::to_string(i), {37}, vals[i]);
+        w.finish();
+      }
+      for (int k = 1; k <= 3; ++k) {
+        const std::string f = fmt::format("model-0000{}-of-00003.safetensors", k);
+        EXPECT_EQ(read_file(d.path() / f), read_file(d2.path() / f)) << f;
+      }
+    } else {
+      EXPECT_LT(8 + n, 200u) << "the fallback copy pads the header to 8 bytes only";
+      EXPECT_EQ((8 + n) % 8, 0u);
+    }
+  }
 }
 
 TEST(Safetensors, ShardsAndIndex) {

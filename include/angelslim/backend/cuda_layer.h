@@ -78,9 +78,13 @@ class CudaKvCache {
   int64_t capacity_ = 0, kv_dim_ = 0, n_ = 0;
 };
 
-// Whether bf16-mode attention without a KV cache takes the tensor-core path (attention_bf16_gemm); the environment
-// variable ANGELSLIM_CUDA_ATTENTION=tiled selects the SIMT kernel (attention) instead. Read once.
-bool gemm_attention();
+// How bf16-mode attention without a KV cache runs, from ANGELSLIM_CUDA_ATTENTION (read once): unset or "fused" the
+// fused ragged tensor-core kernel (attention_varlen_bf16, one launch for the batch), "gemm" cuBLAS GEMMs and a
+// softmax kernel per sequence (attention_bf16_gemm), "tiled" the SIMT kernel (attention). Anything else is an
+// InvalidInput error naming the variable. ANGELSLIM_CUDA_LEGACY=1 implies "gemm".
+enum class AttentionPath { kFused, kGemm, kTiled };
+AttentionPath attention_path();
+const char* attention_path_name(AttentionPath p);
 
 class CudaDecoderLayer {
  public:
@@ -207,6 +211,7 @@ class CudaDecoderLayer {
   DeviceBuffer<float> amax_, dyn_scale_;
   DeviceBuffer<unsigned int> split_counts_;
   AttentionWorkspace attn_ws_;
+  VarlenAttentionWorkspace varlen_ws_;
   DeviceBuffer<int32_t> top_;
   DeviceBuffer<int64_t> offsets_, token_index_;
   std::vector<int64_t> offsets_host_;

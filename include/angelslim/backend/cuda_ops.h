@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -209,6 +210,9 @@ std::vector<T> to_host(CudaContext& ctx, const T* dev, std::size_t n) {
   return h;
 }
 
+// memcpy of `bytes` on up to four host threads (pinned staging: the copy into page-locked memory is the slow part).
+void host_copy(void* dst, const void* src, std::size_t bytes);
+
 // ---------------------------------------------------------------------------------------------------- ops
 // Conventions (as cpu_ops.h): activations row-major [n_tokens, d]; linear weights [n_out, n_in] (PyTorch);
 // fp32 unless stated; "bf16" buffers hold raw bfloat16 bits as uint16_t. Every pointer is a device pointer
@@ -264,6 +268,33 @@ struct AttentionWorkspace {
 // matrix stays under ~256 MiB.
 void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const float* v, int64_t n_tokens,
                          int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, AttentionWorkspace& ws);
+
+// Embedding lookup in bf16: out[t, :] = table[ids[t], :] (rows of d values), each value through fp32 and back as the
+// host's bf16 -> fp32 -> bf16 conversion (bit-exact; a NaN comes out quiet). ids must lie in [0, rows of table).
+void gather_rows_bf16(CudaContext& ctx, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
+                      uint16_t* out);
+
+// Scratch of attention_varlen_bf16, grown on demand (reuse one per layer/stream): bf16 copies of q/k/v and the
+// query-tile table of the last batch layout (rebuilt only when the sequence offsets change).
+struct VarlenAttentionWorkspace {
+  DeviceBuffer<uint16_t> q16, k16, v16;
+  DeviceBuffer<int32_t> tiles;           // 4 ints a 64-query tile: first token, length, first row, unused
+  std::vector<int64_t> offsets;          // the layout the table was built for
+  std::vector<int32_t> tiles_host;
+  int64_t n_tiles = 0;
+};
+
+// Causal GQA attention of a ragged batch in the bf16 forward mode, fused on tensor cores: sequence s holds tokens
+// [seq_offsets[s], seq_offsets[s + 1]) at positions 0.. (no past, no attention across sequences); q: [n_tokens,
+// n_heads, head_dim], k, v: [n_tokens, n_kv_heads, head_dim], out: [n_tokens, n_heads, head_dim] with n_tokens =
+// seq_offsets.back(). q, k, v must be bf16-representable (as they are at the storage points). Scores = scale·QKᵀ
+// with FP32 accumulation, the CPU op's softmax (exp(s − m)·(1/Σ) rounded to bf16, masked keys 0), P·V with FP32
+// accumulation, output rounded to bf16: equal to attention(..., round_bf16 = true) of each sequence up to fp32
+// summation order. head_dim ∈ {64, 128} (Unsupported otherwise). Scores never go to global memory; one launch for
+// the whole batch (plus the three bf16 conversions).
+void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, const float* v,
+                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads,
+                           int64_t head_dim, float* out, VarlenAttentionWorkspace& ws);
 
 // out[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + exp(-x)); n elements. out may alias gate or up.
 void swiglu(CudaContext& ctx, const float* gate, const float* up, float* out, int64_t n, bool round_bf16);

@@ -104,6 +104,15 @@ class SafetensorsWriter {
   void set_data_dir(std::filesystem::path data_dir);
   // Flushes the buffered data to stable storage (fflush + fsync). Throws IoError.
   void sync();
+  // Leaves `bytes` (rounded up to a multiple of 8) free at the start of each shard for its header: finish() then
+  // writes the header there, padded with spaces to fill it (SPEC 1.2 allows trailing whitespace), and renames the
+  // file instead of copying the data behind a header; a header that does not fit falls back to the copy. With a data
+  // dir the data is copied, behind the same padded header (the same bytes either way). Call before the first add()
+  // and before restore().
+  void reserve_header(uint64_t bytes);
+  // Hands the data written so far to the kernel's writeback (Linux sync_file_range; elsewhere only fflush), so that
+  // finish()'s fsync has less left to wait for. Throws IoError when the flush fails.
+  void start_writeback();
   // The tensors added so far and the length of each buffered shard file, as JSON.
   nlohmann::json state() const;
   // Continues from a state() of a writer with the same data dir: each shard file is cut to its recorded length
@@ -122,6 +131,7 @@ class SafetensorsWriter {
   struct Shard {
     std::filesystem::path tmp_data;
     std::FILE* fp = nullptr;
+    uint64_t data_start = 0;  // bytes left free for the header (reserve_header)
     uint64_t bytes = 0;
     std::vector<Entry> entries;
   };
@@ -129,6 +139,7 @@ class SafetensorsWriter {
   std::filesystem::path dir_;
   uint64_t max_shard_bytes_;
   uint64_t total_bytes_ = 0;
+  uint64_t header_reserve_ = 0;
   std::vector<Shard> shards_;
   std::set<std::string> names_;
   std::filesystem::path data_dir_;  // empty: buffer in dir_ as ".tmp-shard-<k>.data"

@@ -1,5 +1,6 @@
 // Kernels of the GPU calibration backend: the exact three-term bf16 split of fp32 weights (so GPTQ-dequantized
-// weights, which bf16 cannot hold, still run on BF16 tensor-core GEMMs with exact products).
+// weights, which bf16 cannot hold, still run on BF16 tensor-core GEMMs with exact products), and the bf16 row gather
+// of the embedding lookup.
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -41,7 +42,24 @@ __global__ void split_bf16_terms_kernel(const float* w, int64_t n, uint16_t* t0,
   }
 }
 
+__global__ void gather_rows_bf16_kernel(const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
+                                        uint16_t* out) {
+  const int64_t total = n * d;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t t = i / d, j = i % d;
+    // Through fp32 and back, as the host path (a NaN comes out quiet, every other value unchanged).
+    out[i] = f32_to_bf16_bits(bf16_bits_to_f32(table[static_cast<int64_t>(ids[t]) * d + j]));
+  }
+}
+
 }  // namespace
+
+cudaError_t gather_rows_bf16(cudaStream_t s, int sm, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
+                             uint16_t* out) {
+  gather_rows_bf16_kernel<<<grid_for(n * d, sm), kThreads, 0, s>>>(table, d, ids, n, out);
+  return cudaGetLastError();
+}
 
 cudaError_t split_bf16_terms(cudaStream_t s, int sm, const float* w, int64_t n, uint16_t* t0, uint16_t* t1,
                              uint16_t* t2, unsigned int* counts) {

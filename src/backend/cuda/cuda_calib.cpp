@@ -320,6 +320,23 @@ void CudaCalibActivations::embed(const TensorStore& store, const std::vector<std
             fmt::format("calibration token id {} is outside the vocabulary [0, {})", id, cfg_.vocab_size));
       ids.push_back(&id);
     }
+  // A bf16 table with every batch on the device: the table goes up once (half the bytes of the gathered fp32 rows
+  // of a long calibration set) and the rows are gathered there, bit for bit as below.
+  const bool all_on_device =
+      std::all_of(batches_.begin(), batches_.end(), [](const Batch& b) { return b.on_device; });
+  const std::size_t table_n = static_cast<std::size_t>(cfg_.vocab_size * d);
+  std::size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) free_bytes = 0;
+  if (bf16_ && emb.dtype == DType::kBF16 && all_on_device && free_bytes > table_n * 2 + (std::size_t{512} << 20)) {
+    DeviceBuffer<uint16_t> table(table_n);
+    upload(ctx_, reinterpret_cast<const uint16_t*>(emb.data), table.size(), table.data());
+    std::vector<int32_t> flat(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) flat[i] = *ids[i];
+    const auto dids = to_device(ctx_, flat);
+    for (auto& b : batches_) gather_rows_bf16(ctx_, table.data(), d, dids.data() + b.t0, b.n, b.dev16.data());
+    ctx_.synchronize();
+    return;
+  }
   // Rows are gathered on host threads into a pinned fp32 buffer, uploaded, then stored (bf16 or fp32); spilled
   // batches are written on the host directly. Two pinned buffers alternate so gathering overlaps the copies.
   const unsigned n_threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
@@ -744,7 +761,7 @@ nlohmann::json CudaCalibActivations::report() const {
           {"embed_s", embed_s_},
           {"passes", passes_},
           {"pass_s", pass_s_},
-          {"attention", gemm_attention() ? "bf16 tensor-core GEMMs" : "fp32 tiled kernel"},
+          {"attention", attention_path_name(attention_path())},
           {"peak_gpu_bytes", peak_gpu_bytes_}};
 }
 

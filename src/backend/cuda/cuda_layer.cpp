@@ -27,12 +27,29 @@ int64_t CudaKvCache::append(int64_t n) {
   return old;
 }
 
-bool gemm_attention() {
-  static const bool b = [] {
+AttentionPath attention_path() {
+  static const AttentionPath p = [] {
     const char* e = std::getenv("ANGELSLIM_CUDA_ATTENTION");
-    return !(e && std::string(e) == "tiled");
+    const std::string v = e ? e : "";
+    if (v == "tiled") return AttentionPath::kTiled;
+    if (v == "gemm") return AttentionPath::kGemm;
+    ANGELSLIM_CHECK(v.empty() || v == "fused", InvalidInput,
+                    "ANGELSLIM_CUDA_ATTENTION = '{}' (expected fused, gemm or tiled)", v);
+    return cuda_legacy() ? AttentionPath::kGemm : AttentionPath::kFused;
   }();
-  return b;
+  return p;
+}
+
+const char* attention_path_name(AttentionPath p) {
+  switch (p) {
+    case AttentionPath::kFused:
+      return "fused bf16 tensor-core kernel (ragged batch)";
+    case AttentionPath::kGemm:
+      return "bf16 tensor-core GEMMs";
+    case AttentionPath::kTiled:
+      break;
+  }
+  return "fp32 tiled kernel";
 }
 
 WeightStager::WeightStager(CudaContext& ctx) : ctx_(ctx) {
@@ -59,7 +76,7 @@ const float* WeightStager::stage(const float* w, std::size_t n) {
   for (std::size_t off = 0; off < n; off += kChunk, slot ^= 1) {
     const std::size_t m = std::min(kChunk, n - off);
     ANGELSLIM_CUDA_CHECK(cudaEventSynchronize(done_[slot]));  // the DMA that last read this chunk has finished
-    std::memcpy(pinned_[slot].data(), w + off, m * sizeof(float));
+    host_copy(pinned_[slot].data(), w + off, m * sizeof(float));
     ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dev_.data() + off, pinned_[slot].data(), m * sizeof(float),
                                          cudaMemcpyHostToDevice, ctx_.stream()));
     ANGELSLIM_CUDA_CHECK(cudaEventRecord(done_[slot], ctx_.stream()));
@@ -396,7 +413,11 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
     kp = cache->k();
     vp = cache->v();
   }
-  if (rb && cache == nullptr && gemm_attention()) {
+  const AttentionPath path = attention_path();
+  if (rb && cache == nullptr && path == AttentionPath::kFused) {
+    // bf16 mode from position 0: every sequence of the batch in one fused tensor-core launch.
+    attention_varlen_bf16(ctx_, q_buf_.data(), kp, vp, segs, n_heads, n_kv_heads, head_dim, attn_.data(), varlen_ws_);
+  } else if (rb && cache == nullptr && path == AttentionPath::kGemm) {
     // bf16 mode from position 0: the tensor-core path (the same math up to summation order, ~6x faster at 2k tokens).
     for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
       const int64_t b = segs[si], len = segs[si + 1] - b;

@@ -83,9 +83,17 @@ namespace {
 constexpr std::size_t kStagingChunk = std::size_t{32} << 20;  // bytes per staging buffer
 constexpr std::size_t kStagedMin = std::size_t{4} << 20;      // smaller copies go direct
 
-// memcpy on up to four threads (fresh destination pages fault in parallel).
+// A copy of fewer than kStagedMin bytes: straight through the driver, then the stream is synchronised.
+void direct_copy(const CudaContext& ctx, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx.stream()));
+  ctx.synchronize();
+}
+
+}  // namespace
+
+// Up to four threads: fresh destination pages also fault in parallel.
 void host_copy(void* dst, const void* src, std::size_t bytes) {
-  constexpr std::size_t kPiece = std::size_t{8} << 20;
+  constexpr std::size_t kPiece = std::size_t{4} << 20;
   const int64_t pieces = static_cast<int64_t>((bytes + kPiece - 1) / kPiece);
   parallel_for(
       pieces,
@@ -95,14 +103,6 @@ void host_copy(void* dst, const void* src, std::size_t bytes) {
       },
       4);
 }
-
-// A copy of fewer than kStagedMin bytes: straight through the driver, then the stream is synchronised.
-void direct_copy(const CudaContext& ctx, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
-  ANGELSLIM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx.stream()));
-  ctx.synchronize();
-}
-
-}  // namespace
 
 void CudaContext::ensure_staging() {
   if (staged_[0]) return;
@@ -419,6 +419,59 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
   }
 }
 
+void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, const float* v,
+                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads,
+                           int64_t head_dim, float* out, VarlenAttentionWorkspace& ws) {
+  ANGELSLIM_CHECK(head_dim == 64 || head_dim == 128, Unsupported,
+                  "cuda::attention_varlen_bf16: head_dim = {} (the fused kernel handles 64, 128)", head_dim);
+  ANGELSLIM_CHECK(n_heads >= 1 && n_kv_heads >= 1 && n_heads % n_kv_heads == 0 && n_heads <= 65535, InvalidInput,
+                  "cuda::attention_varlen_bf16: n_heads {} must be a positive multiple of n_kv_heads {}", n_heads,
+                  n_kv_heads);
+  ANGELSLIM_CHECK(!seq_offsets.empty() && seq_offsets.front() == 0, InvalidInput,
+                  "cuda::attention_varlen_bf16: seq_offsets must start at 0");
+  for (std::size_t i = 0; i + 1 < seq_offsets.size(); ++i)
+    ANGELSLIM_CHECK(seq_offsets[i + 1] >= seq_offsets[i] && seq_offsets[i + 1] - seq_offsets[i] <= kInt32Max,
+                    InvalidInput, "cuda::attention_varlen_bf16: sequence {} spans [{}, {})", i, seq_offsets[i],
+                    seq_offsets[i + 1]);
+  const int64_t n = seq_offsets.back();
+  if (n == 0) return;
+  const int sm = ctx.sm_count();
+  cudaStream_t s = ctx.stream();
+  const int64_t qn = n * n_heads * head_dim, kvn = n * n_kv_heads * head_dim;
+  ws.q16.ensure(static_cast<std::size_t>(qn));
+  ws.k16.ensure(static_cast<std::size_t>(kvn));
+  ws.v16.ensure(static_cast<std::size_t>(kvn));
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, q, ws.q16.data(), qn), "f32_to_bf16_kernel");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, k, ws.k16.data(), kvn), "f32_to_bf16_kernel");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, v, ws.v16.data(), kvn), "f32_to_bf16_kernel");
+  if (!std::equal(seq_offsets.begin(), seq_offsets.end(), ws.offsets.begin(), ws.offsets.end())) {
+    // 64-query tiles, the ones with the most keys (latest rows) first so the long blocks start early.
+    struct Tile {
+      int64_t begin, len, q0;
+    };
+    std::vector<Tile> tiles;
+    for (std::size_t i = 0; i + 1 < seq_offsets.size(); ++i)
+      for (int64_t q0 = 0; q0 < seq_offsets[i + 1] - seq_offsets[i]; q0 += 64)
+        tiles.push_back({seq_offsets[i], seq_offsets[i + 1] - seq_offsets[i], q0});
+    std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.q0 > b.q0; });
+    ANGELSLIM_CHECK(n <= kInt32Max && static_cast<int64_t>(tiles.size()) <= kInt32Max, InvalidInput,
+                    "cuda::attention_varlen_bf16: {} tokens in one batch (at most {})", n, kInt32Max);
+    ws.tiles_host.clear();
+    for (const auto& t : tiles)
+      ws.tiles_host.insert(ws.tiles_host.end(), {static_cast<int32_t>(t.begin), static_cast<int32_t>(t.len),
+                                                 static_cast<int32_t>(t.q0), 0});
+    ws.tiles.ensure(ws.tiles_host.size());
+    upload(ctx, ws.tiles_host.data(), ws.tiles_host.size(), ws.tiles.data());
+    ws.n_tiles = static_cast<int64_t>(tiles.size());
+    ws.offsets.assign(seq_offsets.begin(), seq_offsets.end());
+  }
+  ANGELSLIM_CUDA_CHECK_LAUNCH(
+      kernels::attention_varlen_bf16(s, ws.q16.data(), ws.k16.data(), ws.v16.data(),
+                                     reinterpret_cast<const int4*>(ws.tiles.data()), ws.n_tiles, n_heads, n_kv_heads,
+                                     head_dim, out, true),
+      "attention_varlen_kernel");
+}
+
 void abs_max_accumulate(CudaContext& ctx, const float* x, int64_t n, float* out) {
   check_nonneg(n, "abs_max_accumulate", "n");
   if (n == 0) return;
@@ -434,6 +487,15 @@ void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_to
                                       CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT));
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
+}
+
+void gather_rows_bf16(CudaContext& ctx, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
+                      uint16_t* out) {
+  check_nonneg(d, "gather_rows_bf16", "d");
+  check_nonneg(n, "gather_rows_bf16", "n");
+  if (n * d == 0) return;
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gather_rows_bf16(ctx.stream(), ctx.sm_count(), table, d, ids, n, out),
+                              "gather_rows_bf16_kernel");
 }
 
 void split_bf16_terms(CudaContext& ctx, const float* w, int64_t n, uint16_t* t0, uint16_t* t1, uint16_t* t2,

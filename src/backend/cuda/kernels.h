@@ -33,6 +33,12 @@ cudaError_t fp8_scale_from_amax(cudaStream_t s, const float* amax, float* scale)
 cudaError_t attention(cudaStream_t s, const float* q, const float* k, const float* v, int64_t n_q, int64_t n_past,
                       int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* out, bool round_bf16);
 
+// Fused ragged attention on bf16 tensor cores (attention_varlen.cu): q/k/v bf16 token-major, tiles [n_tiles] of
+// {first token, length, first query row, unused}; head_dim 64 or 128 (the caller checks).
+cudaError_t attention_varlen_bf16(cudaStream_t s, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                  const int4* tiles, int64_t n_tiles, int64_t n_heads, int64_t n_kv_heads,
+                                  int64_t head_dim, float* out, bool round_bf16);
+
 // Tensor-core attention helpers (attention_gemm.cu).
 cudaError_t to_head_major_bf16(cudaStream_t s, int sm, const float* x, int64_t len, int n_heads, int d, uint16_t* out);
 // row_in_smem: keep rows of up to 12288 keys in shared memory (one read of the scores; same results).
@@ -52,6 +58,8 @@ cudaError_t gather_rows(cudaStream_t s, int sm, const float* x, int64_t d, const
 cudaError_t scatter_add_rows(cudaStream_t s, int sm, const float* y, int64_t d, const int64_t* index,
                              const float* weight, int64_t m, float* out, bool round_bf16);
 // Calibration helpers (calib.cu).
+cudaError_t gather_rows_bf16(cudaStream_t s, int sm, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
+                             uint16_t* out);
 cudaError_t split_bf16_terms(cudaStream_t s, int sm, const float* w, int64_t n, uint16_t* t0, uint16_t* t1,
                              uint16_t* t2, unsigned int* counts);
 
