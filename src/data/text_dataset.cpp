@@ -6,11 +6,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <exception>
 #include <fstream>
 #include <random>
 #include <sstream>
 
 #include "angelslim/core/error.h"
+#include "angelslim/core/parallel.h"
 
 namespace angelslim {
 
@@ -299,70 +301,105 @@ std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::st
     if (st.warnings.size() < kMaxWarnings) st.warnings.push_back(fmt::format("{}:{}: {}", file, line, msg));
   };
 
-  std::vector<CalibSample> samples;
-  for (std::size_t idx : order) {
-    if (num_samples > 0 && static_cast<int64_t>(samples.size()) >= num_samples) break;
-    const JsonlRecord& r = records[idx];
-    ++st.records_visited;
+  // A record's preparation, template rendering and tokenization (independent of the others); errors carry the
+  // record's line and are raised only if the sequential selection below reaches the record.
+  struct Encoded {
     PreparedRecord rec;
-    try {
-      rec = prepare_record(r.value);
-    } catch (const InvalidInput& e) {
-      throw InvalidInput(fmt::format("{}:{}: {}", file, r.line, e.what()));
-    }
-    if (rec.status == PreparedRecord::Status::kBadRole) {
-      ++st.skipped_bad_role;
-      warn(r.line, fmt::format("skipped: unsupported role '{}'", rec.bad_role));
-      continue;
-    }
-    if (rec.status == PreparedRecord::Status::kNoAssistant) {
-      ++st.skipped_no_assistant;
-      warn(r.line, "skipped: no assistant turn");
-      continue;
-    }
     std::vector<int32_t> ids;
-    if (rec.shape == RecordShape::kText) {
-      ids.push_back(tokenizer.bos_id());
-      const auto body = tokenizer.encode(rec.text);
-      ids.insert(ids.end(), body.begin(), body.end());
-    } else if (rec.shape == RecordShape::kAppliedMessage) {
-      ids = tokenizer.encode(rec.text);
-    } else {
-      if (rec.has_tools) {
+    std::exception_ptr error;
+  };
+  auto encode_record = [&](const JsonlRecord& r) {
+    Encoded e;
+    try {
+      try {
+        e.rec = prepare_record(r.value);
+      } catch (const InvalidInput& ex) {
+        throw InvalidInput(fmt::format("{}:{}: {}", file, r.line, ex.what()));
+      }
+      const PreparedRecord& rec = e.rec;
+      if (rec.status != PreparedRecord::Status::kOk) return e;
+      if (rec.shape == RecordShape::kText) {
+        e.ids.push_back(tokenizer.bos_id());
+        const auto body = tokenizer.encode(rec.text);
+        e.ids.insert(e.ids.end(), body.begin(), body.end());
+      } else if (rec.shape == RecordShape::kAppliedMessage) {
+        e.ids = tokenizer.encode(rec.text);
+      } else {
+        std::string text;
+        try {
+          text = chat_template.render(rec.messages, false);
+        } catch (const InvalidInput& ex) {
+          throw InvalidInput(fmt::format("{}:{}: rendering the chat template failed: {}", file, r.line, ex.what()));
+        } catch (const FormatError& ex) {
+          throw FormatError(fmt::format("{}:{}: rendering the chat template failed: {}", file, r.line, ex.what()));
+        }
+        e.ids = tokenizer.encode(text);
+      }
+    } catch (...) {
+      e.error = std::current_exception();
+    }
+    return e;
+  };
+
+  // The records are encoded on threads a window at a time (as many as samples are still wanted, at least 16) and
+  // taken in order, so the selection, the statistics and the first error are those of a one-record-at-a-time pass.
+  std::vector<CalibSample> samples;
+  bool done = false;
+  for (std::size_t w0 = 0; w0 < order.size() && !done;) {
+    const int64_t wanted = num_samples > 0 ? num_samples - static_cast<int64_t>(samples.size()) : 64;
+    const std::size_t w1 = std::min(order.size(), w0 + static_cast<std::size_t>(std::max<int64_t>(16, wanted)));
+    std::vector<Encoded> window(w1 - w0);
+    parallel_for(static_cast<int64_t>(window.size()), [&](int64_t i) {
+      window[static_cast<std::size_t>(i)] = encode_record(records[order[w0 + static_cast<std::size_t>(i)]]);
+    });
+    for (std::size_t k = 0; k < window.size(); ++k) {
+      if (num_samples > 0 && static_cast<int64_t>(samples.size()) >= num_samples) {
+        done = true;
+        break;
+      }
+      const JsonlRecord& r = records[order[w0 + k]];
+      Encoded& e = window[k];
+      ++st.records_visited;
+      if (e.error) std::rethrow_exception(e.error);
+      const PreparedRecord& rec = e.rec;
+      if (rec.status == PreparedRecord::Status::kBadRole) {
+        ++st.skipped_bad_role;
+        warn(r.line, fmt::format("skipped: unsupported role '{}'", rec.bad_role));
+        continue;
+      }
+      if (rec.status == PreparedRecord::Status::kNoAssistant) {
+        ++st.skipped_no_assistant;
+        warn(r.line, "skipped: no assistant turn");
+        continue;
+      }
+      if (rec.shape != RecordShape::kText && rec.shape != RecordShape::kAppliedMessage && rec.has_tools) {
         ++st.tools_ignored;
         warn(r.line, "\"tools\" ignored: rendered without the tool preamble");
       }
-      std::string text;
-      try {
-        text = chat_template.render(rec.messages, false);
-      } catch (const InvalidInput& e) {
-        throw InvalidInput(fmt::format("{}:{}: rendering the chat template failed: {}", file, r.line, e.what()));
-      } catch (const FormatError& e) {
-        throw FormatError(fmt::format("{}:{}: rendering the chat template failed: {}", file, r.line, e.what()));
+      std::vector<int32_t> ids = std::move(e.ids);
+      CalibSample s;
+      s.source_line = r.line;
+      if (static_cast<int64_t>(ids.size()) > max_seq_length) {
+        st.tokens_truncated += static_cast<int64_t>(ids.size()) - max_seq_length;
+        ids.resize(static_cast<std::size_t>(max_seq_length));
+        s.truncated = true;
       }
-      ids = tokenizer.encode(text);
+      if (ids.size() < 2) {
+        ++st.skipped_too_short;
+        warn(r.line, fmt::format("skipped: {} token(s), at least 2 needed", ids.size()));
+        continue;
+      }
+      const auto len = static_cast<int64_t>(ids.size());
+      st.truncated += s.truncated ? 1 : 0;
+      st.tokens_total += len;
+      st.min_len = st.samples_kept == 0 ? len : std::min(st.min_len, len);
+      st.max_len = std::max(st.max_len, len);
+      ++st.samples_kept;
+      ++st.by_shape[static_cast<int>(rec.shape)];
+      s.ids = std::move(ids);
+      samples.push_back(std::move(s));
     }
-    CalibSample s;
-    s.source_line = r.line;
-    if (static_cast<int64_t>(ids.size()) > max_seq_length) {
-      st.tokens_truncated += static_cast<int64_t>(ids.size()) - max_seq_length;
-      ids.resize(static_cast<std::size_t>(max_seq_length));
-      s.truncated = true;
-    }
-    if (ids.size() < 2) {
-      ++st.skipped_too_short;
-      warn(r.line, fmt::format("skipped: {} token(s), at least 2 needed", ids.size()));
-      continue;
-    }
-    const auto len = static_cast<int64_t>(ids.size());
-    st.truncated += s.truncated ? 1 : 0;
-    st.tokens_total += len;
-    st.min_len = st.samples_kept == 0 ? len : std::min(st.min_len, len);
-    st.max_len = std::max(st.max_len, len);
-    ++st.samples_kept;
-    ++st.by_shape[static_cast<int>(rec.shape)];
-    s.ids = std::move(ids);
-    samples.push_back(std::move(s));
+    w0 = w1;
   }
   if (stats_out) *stats_out = std::move(st);
   return samples;

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "angelslim/core/error.h"
+#include "angelslim/core/parallel.h"
 
 namespace angelslim {
 
@@ -42,8 +44,9 @@ std::string index_text(const std::vector<int64_t>& shape, int64_t flat) {
 
 }  // namespace
 
-int64_t first_nonfinite(const TensorView& t) {
-  const std::size_t n = static_cast<std::size_t>(t.numel());
+namespace {
+
+int64_t first_nonfinite_serial(const TensorView& t, std::size_t n) {
   switch (t.dtype) {
     case DType::kBF16:
       return scan_bits<uint16_t>(t.data, n, 0x7f80u);
@@ -56,6 +59,28 @@ int64_t first_nonfinite(const TensorView& t) {
     default:
       return -1;
   }
+}
+
+}  // namespace
+
+int64_t first_nonfinite(const TensorView& t) {
+  const std::size_t n = static_cast<std::size_t>(t.numel());
+  // Large tensors (an embedding: hundreds of MB) in pieces on several threads; the first hit of the earliest piece.
+  constexpr std::size_t kPiece = std::size_t{16} << 20;  // elements
+  const std::size_t pieces = (n + kPiece - 1) / kPiece;
+  if (pieces <= 1) return first_nonfinite_serial(t, n);
+  std::vector<int64_t> hit(pieces, -1);
+  const std::size_t esize = dtype_size(t.dtype);
+  parallel_for(static_cast<int64_t>(pieces), [&](int64_t i) {
+    const std::size_t b = static_cast<std::size_t>(i) * kPiece;
+    TensorView part = t;
+    part.data = t.data + b * esize;
+    const int64_t r = first_nonfinite_serial(part, std::min(kPiece, n - b));
+    if (r >= 0) hit[static_cast<std::size_t>(i)] = static_cast<int64_t>(b) + r;
+  });
+  for (const int64_t h : hit)
+    if (h >= 0) return h;
+  return -1;
 }
 
 void check_finite(const TensorView& t) {

@@ -35,6 +35,21 @@ std::string error_of(const TensorView& t) {
   return "";
 }
 
+// A tensor of several scan pieces (16M elements each, scanned on threads): the earliest hit wins whatever piece
+// finishes first, including one at a piece boundary.
+TEST(Nonfinite, LargeTensorGivesTheEarliestHit) {
+  const std::size_t piece = std::size_t{16} << 20;
+  std::vector<uint16_t> b(2 * piece + 1000, 0x3f80);
+  auto tb = view(b, DType::kBF16, {static_cast<int64_t>(b.size())});
+  EXPECT_EQ(first_nonfinite(tb), -1);
+  b[2 * piece + 999] = 0x7f80;
+  EXPECT_EQ(first_nonfinite(tb), static_cast<int64_t>(2 * piece + 999));
+  b[piece] = 0x7fc1;
+  EXPECT_EQ(first_nonfinite(tb), static_cast<int64_t>(piece));
+  b[piece - 1] = 0xff80;
+  EXPECT_EQ(first_nonfinite(tb), static_cast<int64_t>(piece - 1));
+}
+
 TEST(Nonfinite, Bf16F16F32F64) {
   // bf16: 0x7f7f is the largest finite value, 0x7f80 +Inf, 0x7fc1 a NaN, 0xff80 -Inf.
   std::vector<uint16_t> b(6000, 0x3f80);

@@ -7,6 +7,7 @@
 #include <malloc.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -209,7 +210,13 @@ int main(int argc, char** argv) {
       ro.overwrite = overwrite;
       ro.resume = !no_resume;
       ro.allow_nonfinite = allow_nonfinite;
-      return run_pipeline(ro);
+      const int rc = run_pipeline(ro);
+      // The output is committed and every file of it closed: end without the process teardown (static objects, the
+      // CUDA driver's context), a noticeable part of a short GPU run.
+      std::cout.flush();
+      spdlog::shutdown();
+      std::fflush(nullptr);
+      std::_Exit(rc);
     }
     std::cerr << app.help();
     return 2;

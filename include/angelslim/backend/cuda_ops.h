@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "angelslim/backend/cuda_libs.h"
 #include "angelslim/core/error.h"
 
 namespace angelslim::cuda {
@@ -33,7 +34,7 @@ namespace angelslim::cuda {
   do {                                                                                                     \
     const cublasStatus_t angelslim_s_ = (call);                                                            \
     if (angelslim_s_ != CUBLAS_STATUS_SUCCESS)                                                             \
-      ::angelslim::cuda::throw_cuda_error(#call, cublasGetStatusString(angelslim_s_), __FILE__, __LINE__); \
+      ::angelslim::cuda::throw_cuda_error(#call, ::angelslim::cuda::cublas().get_status_string(angelslim_s_), __FILE__, __LINE__); \
   } while (0)
 
 // After a kernel launch: checks cudaGetLastError (or the launcher's returned error) naming the kernel.

@@ -375,7 +375,7 @@ class LayerAwq {
     // Each group's Gram block Xᵀ X / n over the sampled rows (x [n, cols] row-major): in column-major terms the
     // group's columns form a g × n matrix A (leading dimension cols), and G = A Aᵀ / n.
     const float alpha = 1.0f / static_cast<float>(n), beta = 0.0f;
-    ANGELSLIM_CUBLAS_CHECK(cublasSgemmStridedBatched(
+    ANGELSLIM_CUBLAS_CHECK(cublas().sgemm_strided_batched(
         ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, g, g, static_cast<int>(n), &alpha, x, static_cast<int>(cols), g, x,
         static_cast<int>(cols), g, &beta, clip_gram_.data(), g, static_cast<long long>(g) * g, static_cast<int>(ng)));
     clip_m_.ensure(sz(rows * ng));

@@ -37,8 +37,11 @@ namespace cuda {
 void warm_up(int device) {
   if (cudaSetDevice(device) != cudaSuccess) return;
   (void)cudaFree(nullptr);
-  cublasHandle_t h = nullptr;
-  if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS) (void)cublasDestroy(h);
+  try {  // loads cuBLAS (cuda_libs.h); a failure shows again, with its message, where the context is made
+    cublasHandle_t h = nullptr;
+    if (cublas().create(&h) == CUBLAS_STATUS_SUCCESS) (void)cublas().destroy(h);
+  } catch (const Unsupported&) {
+  }
 }
 
 namespace {

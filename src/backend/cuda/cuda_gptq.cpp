@@ -96,12 +96,12 @@ T* grow(DeviceBuffer<T>& b, std::size_t n) {
 }  // namespace
 
 GptqCudaWorkspace::GptqCudaWorkspace(CudaContext& ctx) : ctx_(ctx) {
-  ANGELSLIM_CUSOLVER_CHECK(cusolverDnCreate(&solver_));
-  ANGELSLIM_CUSOLVER_CHECK(cusolverDnSetStream(solver_, ctx.stream()));
+  ANGELSLIM_CUSOLVER_CHECK(cusolver().create(&solver_));
+  ANGELSLIM_CUSOLVER_CHECK(cusolver().set_stream(solver_, ctx.stream()));
 }
 
 GptqCudaWorkspace::~GptqCudaWorkspace() {
-  if (solver_) (void)cusolverDnDestroy(solver_);
+  if (solver_) (void)cusolver().destroy(solver_);
 }
 
 GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int cols, std::span<const float> h,
@@ -220,10 +220,10 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   double* da = grow(a_, kk);
   float* du = grow(u_, kk);
   int lwork = 0;
-  ANGELSLIM_CUSOLVER_CHECK(cusolverDnDpotrf_bufferSize(solver_, CUBLAS_FILL_MODE_LOWER, k, da, k, &lwork));
+  ANGELSLIM_CUSOLVER_CHECK(cusolver().dpotrf_buffer_size(solver_, CUBLAS_FILL_MODE_LOWER, k, da, k, &lwork));
   double* dwork = grow(potrf_work_, static_cast<std::size_t>(std::max(lwork, 1)));
   std::size_t trtri_dev = 0, trtri_host = 0;
-  ANGELSLIM_CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k,
+  ANGELSLIM_CUSOLVER_CHECK(cusolver().xtrtri_buffer_size(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k,
                                                        CUDA_R_64F, da, k, &trtri_dev, &trtri_host));
   unsigned char* dtw = grow(trtri_work_, trtri_dev);
   trtri_host_.resize(std::max<std::size_t>(trtri_host, 1));
@@ -237,11 +237,11 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     ANGELSLIM_CUDA_CHECK_LAUNCH(
         kernels::gptq_factor_input(s, sm, dh, k, dperm, ddead, static_cast<double>(p) * mean_diag, da),
         "gptq_factor_input_kernel");
-    ANGELSLIM_CUSOLVER_CHECK(cusolverDnDpotrf(solver_, CUBLAS_FILL_MODE_LOWER, k, da, k, dwork, lwork, dinfo));
+    ANGELSLIM_CUSOLVER_CHECK(cusolver().dpotrf(solver_, CUBLAS_FILL_MODE_LOWER, k, da, k, dwork, lwork, dinfo));
     int info[3] = {0, 0, 0};
     download(ctx_, dinfo, 1, info);
     if (info[0] != 0) continue;
-    ANGELSLIM_CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k, CUDA_R_64F, da,
+    ANGELSLIM_CUSOLVER_CHECK(cusolver().xtrtri(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k, CUDA_R_64F, da,
                                               k, dtw, trtri_dev, trtri_host_.data(), trtri_host, dinfo + 1));
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gptq_extract_u(s, sm, da, k, du, dinfo + 2), "gptq_extract_u_kernel");
     download(ctx_, dinfo, 3, info);
@@ -311,7 +311,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
         "gptq_column_block_kernel");
     // Lazy block update: wt[i2:, :] -= U[i1:i2, i2:]ᵀ · E1 (row-major), i.e. column-major C(rows × k-i2) -= E1 · U'.
     if (i2 < k)
-      ANGELSLIM_CUBLAS_CHECK(cublasSgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, rows, k - i2, i2 - i1, &minus_one,
+      ANGELSLIM_CUBLAS_CHECK(cublas().sgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, rows, k - i2, i2 - i1, &minus_one,
                                          derr, rows, du + static_cast<std::size_t>(i1) * k + i2, k, &one,
                                          dwt + static_cast<std::size_t>(i2) * rows, rows));
     i1 = i2;
@@ -344,7 +344,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   for (int which = 0; which < 2; ++which) {
     const float* m = which == 0 ? dd : dw;
     ANGELSLIM_CUBLAS_CHECK(
-        cublasSgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, k, rows, k, &one, dh, k, m, k, &zero, dmh, k));
+        cublas().sgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, k, rows, k, &one, dh, k, m, k, &zero, dmh, k));
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::dot_f64(s, sm, m, dmh, static_cast<int64_t>(rk), dquad + which),
                                 "dot_f64_kernel");
   }

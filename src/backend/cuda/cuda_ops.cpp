@@ -59,19 +59,19 @@ CudaContext::CudaContext(int device) : device_(device) {
   ANGELSLIM_CUDA_CHECK(cudaSetDevice(device));
   ANGELSLIM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
   ANGELSLIM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  ANGELSLIM_CUBLAS_CHECK(cublasCreate(&cublas_));
-  ANGELSLIM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  ANGELSLIM_CUBLAS_CHECK(::angelslim::cuda::cublas().create(&cublas_));
+  ANGELSLIM_CUBLAS_CHECK(::angelslim::cuda::cublas().set_stream(cublas_, stream_));
   // Default math: fp32 GEMMs stay fp32 (no TF32); GemmEx with BF16 inputs still uses the tensor cores.
-  ANGELSLIM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  ANGELSLIM_CUBLAS_CHECK(::angelslim::cuda::cublas().set_math_mode(cublas_, CUBLAS_DEFAULT_MATH));
   workspace_.reset(kWorkspaceBytes);
-  ANGELSLIM_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_.data(), kWorkspaceBytes));
+  ANGELSLIM_CUBLAS_CHECK(::angelslim::cuda::cublas().set_workspace(cublas_, workspace_.data(), kWorkspaceBytes));
 }
 
 CudaContext::~CudaContext() {
   if (stream_) (void)cudaStreamSynchronize(stream_);
   for (cudaEvent_t e : staged_)
     if (e) (void)cudaEventDestroy(e);
-  if (cublas_) (void)cublasDestroy(cublas_);
+  if (cublas_) (void)::angelslim::cuda::cublas().destroy(cublas_);
   workspace_ = DeviceBuffer<unsigned char>();
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
@@ -161,7 +161,7 @@ void linear(CudaContext& ctx, const float* x, int64_t n_tokens, int64_t n_in, co
     const float alpha = 1.0f;
     // Row-major y[t, o] = x[t, k]·w[o, k]ᵀ is column-major yᵀ[o, t] = (w as k×o)ᵀ · (x as k×t).
     ANGELSLIM_CUBLAS_CHECK(
-        cublasSgemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, k, x, k, &beta, y, o));
+        cublas().sgemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, k, x, k, &beta, y, o));
   }
   if (bias) {
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, t, o, nullptr, bias, false),
@@ -176,7 +176,7 @@ void linear_bf16(CudaContext& ctx, const uint16_t* x, int64_t n_tokens, int64_t 
   if (k == 0) {
     if (beta == 0.0f) ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * t * o, ctx.stream()));
   } else {
-    ANGELSLIM_CUBLAS_CHECK(cublasGemmEx(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, CUDA_R_16BF, k, x,
+    ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, CUDA_R_16BF, k, x,
                                         CUDA_R_16BF, k, &beta, y, CUDA_R_32F, o, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT));
   }
@@ -353,7 +353,7 @@ void hessian_accumulate(CudaContext& ctx, const float* x, int64_t n_tokens, int6
   const float beta = 1.0f;
   // x row-major [t, k] is column-major k×t (lda k): C[k×k] += alpha·A·Aᵀ = xᵀx, lower triangle.
   ANGELSLIM_CUBLAS_CHECK(
-      cublasSsyrk(ctx.cublas(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, k, t, &alpha, x, k, &beta, h, k));
+      cublas().ssyrk(ctx.cublas(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, k, t, &alpha, x, k, &beta, h, k));
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
 }
 
@@ -399,7 +399,7 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
     const auto nkv = to_int(n_kv_heads, "n_kv_heads");
     for (int64_t g = 0; g < group; ++g) {
       // Column-major S_h (nk × qc, ld nk) = K_j (D × nk)ᵀ · Q_h (D × qc), h = j·group + g, batched over kv heads j.
-      ANGELSLIM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      ANGELSLIM_CUBLAS_CHECK(cublas().gemm_strided_batched_ex(
           ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, m_nk, m_qc, m_d, &scale, ws.k16.data(), CUDA_R_16BF, m_d, n * d,
           ws.q16.data() + (g * n + q0) * d, CUDA_R_16BF, m_d, group * n * d, &zero, ws.s.data() + g * qc * nk,
           CUDA_R_32F, m_nk, group * qc * nk, nkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -408,7 +408,7 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
                                 "softmax_rows_kernel");
     for (int64_t g = 0; g < group; ++g) {
       // Column-major O_h (D × qc) = V_j (D × nk) · P_h (nk × qc).
-      ANGELSLIM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      ANGELSLIM_CUBLAS_CHECK(cublas().gemm_strided_batched_ex(
           ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, m_d, m_qc, m_nk, &one, ws.v16.data(), CUDA_R_16BF, m_d, n * d,
           ws.p16.data() + g * qc * nk, CUDA_R_16BF, m_nk, group * qc * nk, &zero, ws.o.data() + g * qc * d, CUDA_R_32F,
           m_d, group * qc * d, nkv, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -483,7 +483,7 @@ void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_to
   if (t == 0 || k == 0) return;
   const float alpha = 1.0f, beta = 1.0f;
   // x row-major [t, k] is column-major A = k×t (lda k): C[k×k] += A·Aᵀ; the lower triangle is then mirrored.
-  ANGELSLIM_CUBLAS_CHECK(cublasGemmEx(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k, x16,
+  ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k, x16,
                                       CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT));
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
