@@ -191,6 +191,14 @@ int run_pipeline(const RunOptions& opt) {
   for (const auto& w : rc.warnings) warnings.push_back(w);
 
   const fs::path model_dir = rc.model.model_path;
+  // The tokenizer and chat template (a calibration set needs them) load on a second thread meanwhile; a failure
+  // surfaces where they are used.
+  std::future<std::unique_ptr<Tokenizer>> tok_loading;
+  std::future<ChatTemplate> tmpl_loading;
+  if (rc.dataset) {
+    tok_loading = std::async(std::launch::async, [model_dir] { return Tokenizer::load(model_dir); });
+    tmpl_loading = std::async(std::launch::async, [model_dir] { return ChatTemplate::load(model_dir); });
+  }
   const ModelConfig cfg = load_model_config(model_dir);
   check_family(rc, cfg);
   ANGELSLIM_CHECK(!(on_gpu && cfg.family == ModelFamily::kOcr), Unsupported,
@@ -275,8 +283,8 @@ int run_pipeline(const RunOptions& opt) {
     if (multimodal && cfg.family != ModelFamily::kOcr)
       throw Unsupported(fmt::format("{}: dataset.name: {} is not supported for this model", rc.config_path.string(),
                                     rc.dataset->name));
-    const auto tok = Tokenizer::load(model_dir);
-    const auto tmpl = ChatTemplate::load(model_dir);
+    const auto tok = tok_loading.valid() ? tok_loading.get() : Tokenizer::load(model_dir);
+    const auto tmpl = tmpl_loading.valid() ? tmpl_loading.get() : ChatTemplate::load(model_dir);
     DatasetStats stats;
     std::optional<OcrCalibration> ocr;  // images through the vision tower (SPEC 4.1 step 3)
     if (multimodal) ocr = prepare_ocr_calibration(rc, cfg, store, vit_fp8.get());
@@ -543,7 +551,7 @@ int run_pipeline(const RunOptions& opt) {
   write_file_atomic(out.tmp() / "quant_report.json", report.dump(2) + "\n");
   out.commit();
   if (ckpt) ckpt->remove();
-  spdlog::info("wrote {} ({} shard(s), {:.1f} MB) in {:.1f}s", out.final_dir().string(), files.size(),
+  spdlog::info("wrote {} ({} shard(s), {:.1f} MB) in {:.2f}s", out.final_dir().string(), files.size(),
                static_cast<double>(writer.total_bytes()) / 1e6, since(t_start));
   return 0;
 }

@@ -88,11 +88,33 @@ const char* attention_path_name(AttentionPath p);
 
 class CudaDecoderLayer {
  public:
+  // The scratch buffers (a batch's activations, the attention workspaces). The layers of a model share their shapes,
+  // so a new layer takes the previous one's (the constructor's `scratch`, from take_scratch) instead of allocating
+  // its own: ~2 GB of cudaMalloc and cudaFree a layer at 32k-token batches, each synchronising the device.
+  struct Scratch {
+    DeviceBuffer<float> a, o_buf, q_buf, k_buf, v_buf, attn, g, u, xq, logits, wts, slot_w, xin, y, shared;
+    DeviceBuffer<uint16_t> x16;
+    DeviceBuffer<float> amax, dyn_scale;
+    DeviceBuffer<unsigned int> split_counts;
+    AttentionWorkspace attn_ws;
+    VarlenAttentionWorkspace varlen_ws;
+    DeviceBuffer<int32_t> top;
+    DeviceBuffer<int64_t> offsets, token_index;
+    // The previous layer's weight buffers: the new layer's uploads reuse those of the same size (no cudaFree and
+    // cudaMalloc each); the constructor frees what it did not reuse.
+    std::vector<DeviceBuffer<uint16_t>> weights16;
+    std::vector<DeviceBuffer<float>> weights32;
+  };
+
   // Uploads the layer (synchronously). ctx must outlive the layer. inv_freq: [head_dim/2] (rope_inv_freq(cfg)).
   // Throws Unsupported for shapes the kernels do not handle (head_dim other than 64/128, > 256 experts).
   // kBF16Exact uploads through `stager` (required for it, optional otherwise).
   CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
-                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager = nullptr);
+                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager = nullptr,
+                   Scratch scratch = {});
+  // Moves the scratch buffers out, and the weight buffers with them (for the next layer's constructor, just before
+  // this layer is destroyed: it cannot run afterwards).
+  Scratch take_scratch();
   CudaDecoderLayer(const CudaDecoderLayer&) = delete;
   CudaDecoderLayer& operator=(const CudaDecoderLayer&) = delete;
 
@@ -158,6 +180,7 @@ class CudaDecoderLayer {
   // Bytes of weights held on the device.
   std::size_t weight_bytes() const { return weight_bytes_; }
 
+
  private:
   struct Lin {
     int64_t n_out = 0, n_in = 0;
@@ -180,6 +203,7 @@ class CudaDecoderLayer {
   DevMlp upload_mlp(const Mlp& m, const char* what);
   DeviceBuffer<float> upload_vec(const std::vector<float>& v);
   void check_mode(const ForwardOptions& opt) const;
+  void adopt_scratch(Scratch&& s);
   void ensure_scratch(int64_t n_tokens);
   // y [n, n_out] = linear(x [n, n_in]) with its activation quantization, rounded in bf16 mode.
   void apply_linear(const Lin& lin, const float* x, int64_t n, float* y, bool rb);
@@ -215,6 +239,8 @@ class CudaDecoderLayer {
   DeviceBuffer<int32_t> top_;
   DeviceBuffer<int64_t> offsets_, token_index_;
   std::vector<int64_t> offsets_host_;
+  std::vector<DeviceBuffer<uint16_t>> pool16_;  // Scratch::weights16 while the constructor uploads
+  std::vector<DeviceBuffer<float>> pool32_;
 };
 
 }  // namespace angelslim::cuda

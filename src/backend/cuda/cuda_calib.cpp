@@ -397,10 +397,12 @@ void CudaCalibActivations::sample_memory() {
 CudaDecoderLayer& CudaCalibActivations::bind(const DecoderLayer& layer, const ForwardOptions& opt) {
   if (layer_ && layer_src_ == &layer && layer_->index() == layer.index) return *layer_;
   const auto t0 = Clock::now();
+  CudaDecoderLayer::Scratch scratch;  // the previous layer's scratch buffers go to the new one
+  if (layer_) scratch = layer_->take_scratch();
   layer_.reset();  // frees the previous layer's weights first
   stage_invalidate(kPieceAttn);
   const DeviceWeights w = opt.round_bf16 ? DeviceWeights::kBF16Exact : DeviceWeights::kF32;
-  layer_ = std::make_unique<CudaDecoderLayer>(ctx_, cfg_, layer, inv_freq_, w, &stager_);
+  layer_ = std::make_unique<CudaDecoderLayer>(ctx_, cfg_, layer, inv_freq_, w, &stager_, std::move(scratch));
   layer_src_ = &layer;
   ++layers_uploaded_;
   two_term_linears_ += layer_->n_two_term();

@@ -98,14 +98,21 @@ DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
 
 namespace {
 
-// dst gets n elements: `spare`'s buffer when it has exactly that size (no cudaMalloc/cudaFree, which would
-// synchronise the device), else a new one.
+// dst gets n elements: `spare`'s buffer when it has exactly that size, else one of that size from `pool` (no
+// cudaMalloc/cudaFree, which would synchronise the device), else a new one.
 template <class T>
-void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n) {
-  if (spare && spare->size() == n)
+void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n, std::vector<DeviceBuffer<T>>& pool) {
+  if (spare && spare->size() == n) {
     dst = std::move(*spare);
-  else
-    dst.reset(n);
+    return;
+  }
+  for (auto it = pool.begin(); it != pool.end(); ++it)
+    if (it->size() == n) {
+      dst = std::move(*it);
+      pool.erase(it);
+      return;
+    }
+  dst.reset(n);
 }
 
 }  // namespace
@@ -124,7 +131,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   d.act = l.act;
   if (weights_ == DeviceWeights::kF32 && device_w) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
-    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n);
+    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n, pool32_);
     ANGELSLIM_CUDA_CHECK(
         cudaMemcpyAsync(d.w32.data(), device_w, n * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
     ctx_.synchronize();  // the source may be reused once this returns (as after the bf16 path's count download)
@@ -134,7 +141,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   } else if (weights_ == DeviceWeights::kBF16Exact) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
     const float* dw = device_w ? device_w : stager_->stage(l.w.data(), n);
-    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n);
+    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n, pool16_);
     uint16_t* t1 = stager_->scratch16(0, n);
     uint16_t* t2 = stager_->scratch16(1, n);
     split_counts_.ensure(3);
@@ -145,7 +152,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
     weight_bytes_ += n * sizeof(uint16_t);
     // Keep a term only when some element needs it (a bf16 checkpoint: never).
     auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst, DeviceBuffer<uint16_t>* old) {
-      reuse_or_reset(dst, old, n);
+      reuse_or_reset(dst, old, n, pool16_);
       ANGELSLIM_CUDA_CHECK(
           cudaMemcpyAsync(dst.data(), t, n * sizeof(uint16_t), cudaMemcpyDeviceToDevice, ctx_.stream()));
       weight_bytes_ += n * sizeof(uint16_t);
@@ -186,8 +193,10 @@ CudaDecoderLayer::DevMlp CudaDecoderLayer::upload_mlp(const Mlp& m, const char* 
 }
 
 CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
-                                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager)
+                                   const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager,
+                                   Scratch scratch)
     : ctx_(ctx), stager_(stager), cfg_(cfg), weights_(weights), index_(layer.index) {
+  adopt_scratch(std::move(scratch));
   ANGELSLIM_CHECK(weights != DeviceWeights::kBF16Exact || stager != nullptr, InvalidInput,
                   "CudaDecoderLayer: kBF16Exact weights need a WeightStager");
   const int64_t d_model = cfg.d_model, head_dim = cfg.head_dim;
@@ -239,6 +248,8 @@ CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, con
   } else {
     mlp_ = upload_mlp(layer.mlp, "mlp");
   }
+  pool16_.clear();  // the previous layer's buffers no upload took
+  pool32_.clear();
 }
 
 void CudaDecoderLayer::check_mode(const ForwardOptions& opt) const {
@@ -471,6 +482,72 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
   }
   ffn_block(a_.data(), n, opt, obs, o_buf_.data());
   add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+}
+
+CudaDecoderLayer::Scratch CudaDecoderLayer::take_scratch() {
+  Scratch s;
+  s.a = std::move(a_);
+  s.o_buf = std::move(o_buf_);
+  s.q_buf = std::move(q_buf_);
+  s.k_buf = std::move(k_buf_);
+  s.v_buf = std::move(v_buf_);
+  s.attn = std::move(attn_);
+  s.g = std::move(g_);
+  s.u = std::move(u_);
+  s.xq = std::move(xq_);
+  s.logits = std::move(logits_);
+  s.wts = std::move(wts_);
+  s.slot_w = std::move(slot_w_);
+  s.xin = std::move(xin_);
+  s.y = std::move(y_);
+  s.shared = std::move(shared_);
+  s.x16 = std::move(x16_);
+  s.amax = std::move(amax_);
+  s.dyn_scale = std::move(dyn_scale_);
+  s.split_counts = std::move(split_counts_);
+  s.attn_ws = std::move(attn_ws_);
+  s.varlen_ws = std::move(varlen_ws_);
+  s.top = std::move(top_);
+  s.offsets = std::move(offsets_);
+  s.token_index = std::move(token_index_);
+  auto give = [&s](Lin& l) {
+    for (auto* b : {&l.w16, &l.w16_lo, &l.w16_lo2})
+      if (!b->empty()) s.weights16.push_back(std::move(*b));
+    if (!l.w32.empty()) s.weights32.push_back(std::move(l.w32));
+  };
+  for (Lin* l : {&q_, &k_, &v_, &o_, &mlp_.gate, &mlp_.up, &mlp_.down}) give(*l);
+  for (auto& e : experts_)
+    for (Lin* l : {&e.gate, &e.up, &e.down}) give(*l);
+  return s;
+}
+
+void CudaDecoderLayer::adopt_scratch(Scratch&& s) {  // the constructor's first step
+  a_ = std::move(s.a);
+  o_buf_ = std::move(s.o_buf);
+  q_buf_ = std::move(s.q_buf);
+  k_buf_ = std::move(s.k_buf);
+  v_buf_ = std::move(s.v_buf);
+  attn_ = std::move(s.attn);
+  g_ = std::move(s.g);
+  u_ = std::move(s.u);
+  xq_ = std::move(s.xq);
+  logits_ = std::move(s.logits);
+  wts_ = std::move(s.wts);
+  slot_w_ = std::move(s.slot_w);
+  xin_ = std::move(s.xin);
+  y_ = std::move(s.y);
+  shared_ = std::move(s.shared);
+  x16_ = std::move(s.x16);
+  amax_ = std::move(s.amax);
+  dyn_scale_ = std::move(s.dyn_scale);
+  split_counts_ = std::move(s.split_counts);
+  attn_ws_ = std::move(s.attn_ws);
+  varlen_ws_ = std::move(s.varlen_ws);
+  top_ = std::move(s.top);
+  offsets_ = std::move(s.offsets);
+  token_index_ = std::move(s.token_index);
+  pool16_ = std::move(s.weights16);
+  pool32_ = std::move(s.weights32);
 }
 
 float* CudaDecoderLayer::attn_scratch(int64_t n) {
