@@ -91,7 +91,7 @@ class CudaDecoderLayer {
   // The scratch buffers (a batch's activations, the attention workspaces). The layers of a model share their shapes,
   // so a new layer takes the previous one's (the constructor's `scratch`, from take_scratch) instead of allocating
   // its own: ~2 GB of cudaMalloc and cudaFree a layer at 32k-token batches, each synchronising the device.
-  struct Scratch {
+  struct Scratch {  // grown on demand
     DeviceBuffer<float> a, o_buf, q_buf, k_buf, v_buf, attn, g, u, xq, logits, wts, slot_w, xin, y, shared;
     DeviceBuffer<uint16_t> x16;
     DeviceBuffer<float> amax, dyn_scale;
@@ -203,7 +203,6 @@ class CudaDecoderLayer {
   DevMlp upload_mlp(const Mlp& m, const char* what);
   DeviceBuffer<float> upload_vec(const std::vector<float>& v);
   void check_mode(const ForwardOptions& opt) const;
-  void adopt_scratch(Scratch&& s);
   void ensure_scratch(int64_t n_tokens);
   // y [n, n_out] = linear(x [n, n_in]) with its activation quantization, rounded in bf16 mode.
   void apply_linear(const Lin& lin, const float* x, int64_t n, float* y, bool rb);
@@ -229,18 +228,8 @@ class CudaDecoderLayer {
   DeviceBuffer<float> router_;  // [n_experts, d_model] fp32 (the router runs in fp32 in both modes)
   std::vector<DevMlp> experts_;
 
-  // Scratch, grown on demand.
-  DeviceBuffer<float> a_, o_buf_, q_buf_, k_buf_, v_buf_, attn_, g_, u_, xq_, logits_, wts_, slot_w_, xin_, y_, shared_;
-  DeviceBuffer<uint16_t> x16_;
-  DeviceBuffer<float> amax_, dyn_scale_;
-  DeviceBuffer<unsigned int> split_counts_;
-  AttentionWorkspace attn_ws_;
-  VarlenAttentionWorkspace varlen_ws_;
-  DeviceBuffer<int32_t> top_;
-  DeviceBuffer<int64_t> offsets_, token_index_;
+  Scratch s_;  // grown on demand; its weight buffers are taken by the constructor's uploads, the rest freed
   std::vector<int64_t> offsets_host_;
-  std::vector<DeviceBuffer<uint16_t>> pool16_;  // Scratch::weights16 while the constructor uploads
-  std::vector<DeviceBuffer<float>> pool32_;
 };
 
 }  // namespace angelslim::cuda

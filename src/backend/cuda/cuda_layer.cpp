@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "angelslim/core/dtype.h"
 
@@ -131,7 +132,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   d.act = l.act;
   if (weights_ == DeviceWeights::kF32 && device_w) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
-    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n, pool32_);
+    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n, s_.weights32);
     ANGELSLIM_CUDA_CHECK(
         cudaMemcpyAsync(d.w32.data(), device_w, n * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
     ctx_.synchronize();  // the source may be reused once this returns (as after the bf16 path's count download)
@@ -141,18 +142,18 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   } else if (weights_ == DeviceWeights::kBF16Exact) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
     const float* dw = device_w ? device_w : stager_->stage(l.w.data(), n);
-    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n, pool16_);
+    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n, s_.weights16);
     uint16_t* t1 = stager_->scratch16(0, n);
     uint16_t* t2 = stager_->scratch16(1, n);
-    split_counts_.ensure(3);
-    ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(split_counts_.data(), 0, 3 * sizeof(unsigned int), ctx_.stream()));
-    split_bf16_terms(ctx_, dw, static_cast<int64_t>(n), d.w16.data(), t1, t2, split_counts_.data());
+    s_.split_counts.ensure(3);
+    ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(s_.split_counts.data(), 0, 3 * sizeof(unsigned int), ctx_.stream()));
+    split_bf16_terms(ctx_, dw, static_cast<int64_t>(n), d.w16.data(), t1, t2, s_.split_counts.data());
     unsigned int counts[3];
-    download(ctx_, split_counts_.data(), 3, counts);
+    download(ctx_, s_.split_counts.data(), 3, counts);
     weight_bytes_ += n * sizeof(uint16_t);
     // Keep a term only when some element needs it (a bf16 checkpoint: never).
     auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst, DeviceBuffer<uint16_t>* old) {
-      reuse_or_reset(dst, old, n, pool16_);
+      reuse_or_reset(dst, old, n, s_.weights16);
       ANGELSLIM_CUDA_CHECK(
           cudaMemcpyAsync(dst.data(), t, n * sizeof(uint16_t), cudaMemcpyDeviceToDevice, ctx_.stream()));
       weight_bytes_ += n * sizeof(uint16_t);
@@ -195,8 +196,7 @@ CudaDecoderLayer::DevMlp CudaDecoderLayer::upload_mlp(const Mlp& m, const char* 
 CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, const DecoderLayer& layer,
                                    const std::vector<float>& inv_freq, DeviceWeights weights, WeightStager* stager,
                                    Scratch scratch)
-    : ctx_(ctx), stager_(stager), cfg_(cfg), weights_(weights), index_(layer.index) {
-  adopt_scratch(std::move(scratch));
+    : ctx_(ctx), stager_(stager), cfg_(cfg), weights_(weights), index_(layer.index), s_(std::move(scratch)) {
   ANGELSLIM_CHECK(weights != DeviceWeights::kBF16Exact || stager != nullptr, InvalidInput,
                   "CudaDecoderLayer: kBF16Exact weights need a WeightStager");
   const int64_t d_model = cfg.d_model, head_dim = cfg.head_dim;
@@ -248,8 +248,8 @@ CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, con
   } else {
     mlp_ = upload_mlp(layer.mlp, "mlp");
   }
-  pool16_.clear();  // the previous layer's buffers no upload took
-  pool32_.clear();
+  s_.weights16.clear();  // the previous layer's buffers no upload took
+  s_.weights32.clear();
 }
 
 void CudaDecoderLayer::check_mode(const ForwardOptions& opt) const {
@@ -265,29 +265,29 @@ void CudaDecoderLayer::ensure_scratch(int64_t n) {
   std::size_t dff = static_cast<std::size_t>(mlp_.gate.n_out);
   for (const auto& e : experts_) dff = std::max(dff, static_cast<std::size_t>(e.gate.n_out));
   const std::size_t max_in = std::max({d_model, qd, dff});
-  a_.ensure(un * d_model);
-  o_buf_.ensure(un * d_model);
-  q_buf_.ensure(un * qd);
-  attn_.ensure(un * qd);
-  k_buf_.ensure(un * kvd);
-  v_buf_.ensure(un * kvd);
-  g_.ensure(un * dff);
-  u_.ensure(un * dff);
-  xq_.ensure(un * max_in);
-  x16_.ensure(un * max_in);
-  amax_.ensure(1);
-  dyn_scale_.ensure(1);
+  s_.a.ensure(un * d_model);
+  s_.o_buf.ensure(un * d_model);
+  s_.q_buf.ensure(un * qd);
+  s_.attn.ensure(un * qd);
+  s_.k_buf.ensure(un * kvd);
+  s_.v_buf.ensure(un * kvd);
+  s_.g.ensure(un * dff);
+  s_.u.ensure(un * dff);
+  s_.xq.ensure(un * max_in);
+  s_.x16.ensure(un * max_in);
+  s_.amax.ensure(1);
+  s_.dyn_scale.ensure(1);
   if (is_moe_) {
     const auto n_experts = static_cast<std::size_t>(cfg_.n_experts), k = static_cast<std::size_t>(top_k_);
-    logits_.ensure(un * n_experts);
-    top_.ensure(un * k);
-    wts_.ensure(un * k);
-    slot_w_.ensure(un * k);
-    token_index_.ensure(un * k);
-    offsets_.ensure(n_experts + 1);
-    xin_.ensure(un * d_model);
-    y_.ensure(un * d_model);
-    shared_.ensure(un * d_model);
+    s_.logits.ensure(un * n_experts);
+    s_.top.ensure(un * k);
+    s_.wts.ensure(un * k);
+    s_.slot_w.ensure(un * k);
+    s_.token_index.ensure(un * k);
+    s_.offsets.ensure(n_experts + 1);
+    s_.xin.ensure(un * d_model);
+    s_.y.ensure(un * d_model);
+    s_.shared.ensure(un * d_model);
   }
 }
 
@@ -302,9 +302,9 @@ void CudaDecoderLayer::apply_linear(const Lin& lin, const float* x, int64_t n, f
   const int64_t count = n * lin.n_in;
   const float* scale = nullptr;
   if (lin.act == ActQuant::kFp8Dynamic) {
-    abs_max(ctx_, x, count, amax_.data());
-    fp8_scale_from_amax(ctx_, amax_.data(), dyn_scale_.data());
-    scale = dyn_scale_.data();
+    abs_max(ctx_, x, count, s_.amax.data());
+    fp8_scale_from_amax(ctx_, s_.amax.data(), s_.dyn_scale.data());
+    scale = s_.dyn_scale.data();
   } else if (lin.act == ActQuant::kFp8Static) {
     scale = lin.input_scale.data();
   }
@@ -312,8 +312,8 @@ void CudaDecoderLayer::apply_linear(const Lin& lin, const float* x, int64_t n, f
   if (weights_ == DeviceWeights::kF32) {
     const float* in = x;
     if (scale) {
-      fake_quant_fp8(ctx_, x, count, scale, xq_.data());
-      in = xq_.data();
+      fake_quant_fp8(ctx_, x, count, scale, s_.xq.data());
+      in = s_.xq.data();
     }
     linear(ctx_, in, n, lin.n_in, lin.w32.data(), lin.n_out, bias, y);
     if (rb) round_bf16_inplace(ctx_, y, n * lin.n_out);
@@ -321,14 +321,14 @@ void CudaDecoderLayer::apply_linear(const Lin& lin, const float* x, int64_t n, f
     // bf16 mode: x is bf16-representable, and so are the fp8 codes; (q·Wᵀ)·s equals the CPU's (q·s)·Wᵀ up to
     // the rounding of the scale products.
     if (scale)
-      quant_fp8_bf16(ctx_, x, count, scale, x16_.data());
+      quant_fp8_bf16(ctx_, x, count, scale, s_.x16.data());
     else
-      f32_to_bf16(ctx_, x, x16_.data(), count);
-    linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16.data(), lin.n_out, nullptr, y);
+      f32_to_bf16(ctx_, x, s_.x16.data(), count);
+    linear_bf16(ctx_, s_.x16.data(), n, lin.n_in, lin.w16.data(), lin.n_out, nullptr, y);
     if (!lin.w16_lo.empty())
-      linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16_lo.data(), lin.n_out, nullptr, y, 1, 1);
+      linear_bf16(ctx_, s_.x16.data(), n, lin.n_in, lin.w16_lo.data(), lin.n_out, nullptr, y, 1, 1);
     if (!lin.w16_lo2.empty())
-      linear_bf16(ctx_, x16_.data(), n, lin.n_in, lin.w16_lo2.data(), lin.n_out, nullptr, y, 1, 1);
+      linear_bf16(ctx_, s_.x16.data(), n, lin.n_in, lin.w16_lo2.data(), lin.n_out, nullptr, y, 1, 1);
     bias_scale(ctx_, y, n, lin.n_out, scale, bias, rb);
   }
 }
@@ -338,38 +338,38 @@ void CudaDecoderLayer::mlp_forward(const DevMlp& mlp, const float* m, int64_t n,
   const int64_t dff = mlp.gate.n_out;
   observe(obs, LinearKind::kGate, expert, shared, m, n, mlp.gate.n_in, token_index);
   observe(obs, LinearKind::kUp, expert, shared, m, n, mlp.up.n_in, token_index);
-  apply_linear(mlp.gate, m, n, g_.data(), rb);
-  apply_linear(mlp.up, m, n, u_.data(), rb);
-  swiglu(ctx_, g_.data(), u_.data(), g_.data(), n * dff, rb);
-  observe(obs, LinearKind::kDown, expert, shared, g_.data(), n, dff, token_index);
-  apply_linear(mlp.down, g_.data(), n, out, rb);
+  apply_linear(mlp.gate, m, n, s_.g.data(), rb);
+  apply_linear(mlp.up, m, n, s_.u.data(), rb);
+  swiglu(ctx_, s_.g.data(), s_.u.data(), s_.g.data(), n * dff, rb);
+  observe(obs, LinearKind::kDown, expert, shared, s_.g.data(), n, dff, token_index);
+  apply_linear(mlp.down, s_.g.data(), n, out, rb);
 }
 
 void CudaDecoderLayer::moe_forward(const float* m, int64_t n, float* out, bool rb, CudaLinearObserver* obs) {
   const int64_t d_model = cfg_.d_model, n_experts = cfg_.n_experts, k = top_k_;
   // Router in fp32 in both modes (SPEC 3.6): logits, softmax, top-k (lower index on ties), renormalise.
-  linear(ctx_, m, n, d_model, router_.data(), n_experts, nullptr, logits_.data());
-  moe_route(ctx_, logits_.data(), n, n_experts, k, top_.data(), wts_.data(), rb);
-  if (obs) obs->routed(ctx_, index_, top_.data(), n, k);
-  moe_expert_lists(ctx_, top_.data(), wts_.data(), n, k, n_experts, offsets_.data(), token_index_.data(),
-                   slot_w_.data());
+  linear(ctx_, m, n, d_model, router_.data(), n_experts, nullptr, s_.logits.data());
+  moe_route(ctx_, s_.logits.data(), n, n_experts, k, s_.top.data(), s_.wts.data(), rb);
+  if (obs) obs->routed(ctx_, index_, s_.top.data(), n, k);
+  moe_expert_lists(ctx_, s_.top.data(), s_.wts.data(), n, k, n_experts, s_.offsets.data(), s_.token_index.data(),
+                   s_.slot_w.data());
   offsets_host_.resize(static_cast<std::size_t>(n_experts + 1));
-  download(ctx_, offsets_.data(), offsets_host_.size(), offsets_host_.data());  // sizes the per-expert GEMMs
+  download(ctx_, s_.offsets.data(), offsets_host_.size(), offsets_host_.data());  // sizes the per-expert GEMMs
   ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * static_cast<std::size_t>(n * d_model), ctx_.stream()));
   // Experts one after another in index order: each token's sum is accumulated in the CPU's order.
   for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t begin = offsets_host_[static_cast<std::size_t>(e)];
     const int64_t ne = offsets_host_[static_cast<std::size_t>(e) + 1] - begin;
     if (ne == 0) continue;
-    const int64_t* idx = token_index_.data() + begin;
-    gather_rows(ctx_, m, d_model, idx, ne, xin_.data());
-    mlp_forward(experts_[static_cast<std::size_t>(e)], xin_.data(), ne, y_.data(), rb, obs, e, false, idx);
-    scatter_add_rows(ctx_, y_.data(), d_model, idx, slot_w_.data() + begin, ne, out, rb);
+    const int64_t* idx = s_.token_index.data() + begin;
+    gather_rows(ctx_, m, d_model, idx, ne, s_.xin.data());
+    mlp_forward(experts_[static_cast<std::size_t>(e)], s_.xin.data(), ne, s_.y.data(), rb, obs, e, false, idx);
+    scatter_add_rows(ctx_, s_.y.data(), d_model, idx, s_.slot_w.data() + begin, ne, out, rb);
   }
   if (rb) round_bf16_inplace(ctx_, out, n * d_model);
   if (has_shared_) {
-    mlp_forward(mlp_, m, n, shared_.data(), rb, obs, -1, true, nullptr);
-    add(ctx_, out, shared_.data(), out, n * d_model, rb);
+    mlp_forward(mlp_, m, n, s_.shared.data(), rb, obs, -1, true, nullptr);
+    add(ctx_, out, s_.shared.data(), out, n * d_model, rb);
   }
 }
 
@@ -393,21 +393,21 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
   observe(obs, LinearKind::kK, -1, false, a, n, d_model, nullptr);
   observe(obs, LinearKind::kV, -1, false, a, n, d_model, nullptr);
   if (opt.stop_after == StopAfter::kQkvInput) return;
-  apply_linear(q_, a, n, q_buf_.data(), rb);
-  apply_linear(k_, a, n, k_buf_.data(), rb);
-  apply_linear(v_, a, n, v_buf_.data(), rb);
+  apply_linear(q_, a, n, s_.q_buf.data(), rb);
+  apply_linear(k_, a, n, s_.k_buf.data(), rb);
+  apply_linear(v_, a, n, s_.v_buf.data(), rb);
   // RoPE first, then QK-norm (SPEC 3.4); every sequence of a ragged batch starts at position pos0 = 0.
   for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
     const int64_t b = segs[si], len = segs[si + 1] - b;
-    rope(ctx_, q_buf_.data() + b * qd, len, n_heads, head_dim, inv_freq_.data(), pos0, rb);
-    rope(ctx_, k_buf_.data() + b * kvd, len, n_kv_heads, head_dim, inv_freq_.data(), pos0, rb);
+    rope(ctx_, s_.q_buf.data() + b * qd, len, n_heads, head_dim, inv_freq_.data(), pos0, rb);
+    rope(ctx_, s_.k_buf.data() + b * kvd, len, n_kv_heads, head_dim, inv_freq_.data(), pos0, rb);
   }
   if (cfg_.use_qk_norm) {
-    rms_norm(ctx_, q_buf_.data(), n * n_heads, head_dim, q_norm_.data(), cfg_.rms_norm_eps, q_buf_.data(), rb);
-    rms_norm(ctx_, k_buf_.data(), n * n_kv_heads, head_dim, k_norm_.data(), cfg_.rms_norm_eps, k_buf_.data(), rb);
+    rms_norm(ctx_, s_.q_buf.data(), n * n_heads, head_dim, q_norm_.data(), cfg_.rms_norm_eps, s_.q_buf.data(), rb);
+    rms_norm(ctx_, s_.k_buf.data(), n * n_kv_heads, head_dim, k_norm_.data(), cfg_.rms_norm_eps, s_.k_buf.data(), rb);
   }
-  const float* kp = k_buf_.data();
-  const float* vp = v_buf_.data();
+  const float* kp = s_.k_buf.data();
+  const float* vp = s_.v_buf.data();
   int64_t n_past = 0;
   if (cache) {
     ANGELSLIM_CHECK(cache->kv_dim() == kvd, InvalidInput, "layer {}: KV cache rows have {} values, expected {}", index_,
@@ -417,9 +417,9 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
     const std::size_t off = static_cast<std::size_t>(n_past * kvd);
     if (bytes) {
       ANGELSLIM_CUDA_CHECK(
-          cudaMemcpyAsync(cache->k() + off, k_buf_.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+          cudaMemcpyAsync(cache->k() + off, s_.k_buf.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
       ANGELSLIM_CUDA_CHECK(
-          cudaMemcpyAsync(cache->v() + off, v_buf_.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+          cudaMemcpyAsync(cache->v() + off, s_.v_buf.data(), bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
     }
     kp = cache->k();
     vp = cache->v();
@@ -427,26 +427,26 @@ void CudaDecoderLayer::attention_block(const float* a, int64_t n, int64_t pos0, 
   const AttentionPath path = attention_path();
   if (rb && cache == nullptr && path == AttentionPath::kFused) {
     // bf16 mode from position 0: every sequence of the batch in one fused tensor-core launch.
-    attention_varlen_bf16(ctx_, q_buf_.data(), kp, vp, segs, n_heads, n_kv_heads, head_dim, attn_.data(), varlen_ws_);
+    attention_varlen_bf16(ctx_, s_.q_buf.data(), kp, vp, segs, n_heads, n_kv_heads, head_dim, s_.attn.data(), s_.varlen_ws);
   } else if (rb && cache == nullptr && path == AttentionPath::kGemm) {
     // bf16 mode from position 0: the tensor-core path (the same math up to summation order, ~6x faster at 2k tokens).
     for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
       const int64_t b = segs[si], len = segs[si + 1] - b;
-      attention_bf16_gemm(ctx_, q_buf_.data() + b * qd, kp + b * kvd, vp + b * kvd, len, n_heads, n_kv_heads, head_dim,
-                          attn_.data() + b * qd, attn_ws_);
+      attention_bf16_gemm(ctx_, s_.q_buf.data() + b * qd, kp + b * kvd, vp + b * kvd, len, n_heads, n_kv_heads, head_dim,
+                          s_.attn.data() + b * qd, s_.attn_ws);
     }
   } else if (segs.size() == 2) {
-    attention(ctx_, q_buf_.data(), kp, vp, n, n_past, n_heads, n_kv_heads, head_dim, attn_.data(), rb);
+    attention(ctx_, s_.q_buf.data(), kp, vp, n, n_past, n_heads, n_kv_heads, head_dim, s_.attn.data(), rb);
   } else {
     for (std::size_t si = 0; si + 1 < segs.size(); ++si) {
       const int64_t b = segs[si], len = segs[si + 1] - b;
-      attention(ctx_, q_buf_.data() + b * qd, kp + b * kvd, vp + b * kvd, len, 0, n_heads, n_kv_heads, head_dim,
-                attn_.data() + b * qd, rb);
+      attention(ctx_, s_.q_buf.data() + b * qd, kp + b * kvd, vp + b * kvd, len, 0, n_heads, n_kv_heads, head_dim,
+                s_.attn.data() + b * qd, rb);
     }
   }
-  observe(obs, LinearKind::kO, -1, false, attn_.data(), n, qd, nullptr);
+  observe(obs, LinearKind::kO, -1, false, s_.attn.data(), n, qd, nullptr);
   if (opt.stop_after == StopAfter::kOInput) return;
-  apply_linear(o_, attn_.data(), n, out, rb);
+  apply_linear(o_, s_.attn.data(), n, out, rb);
 }
 
 void CudaDecoderLayer::ffn_block(const float* m, int64_t n, const ForwardOptions& opt, CudaLinearObserver* obs,
@@ -469,47 +469,23 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
   ensure_scratch(n);
   const bool rb = opt.round_bf16;
   const int64_t d_model = cfg_.d_model;
-  rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
-  attention_block(a_.data(), n, pos0, opt, obs, cache, o_buf_.data(), seq_offsets);
+  rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, s_.a.data(), rb);
+  attention_block(s_.a.data(), n, pos0, opt, obs, cache, s_.o_buf.data(), seq_offsets);
   if (opt.stop_after == StopAfter::kQkvInput || opt.stop_after == StopAfter::kOInput) return;
-  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
-  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  add(ctx_, x, s_.o_buf.data(), x, n * d_model, rb);
+  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, s_.a.data(), rb);
   if (opt.stop_after == StopAfter::kMlpInput && !is_moe_) {
     // Dense MLP: its gate/up input is the norm output (routed experts need the router, so MoE runs on), as on the CPU.
-    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, d_model, nullptr);
-    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kGate, -1, false, s_.a.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, s_.a.data(), n, d_model, nullptr);
     return;
   }
-  ffn_block(a_.data(), n, opt, obs, o_buf_.data());
-  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+  ffn_block(s_.a.data(), n, opt, obs, s_.o_buf.data());
+  add(ctx_, x, s_.o_buf.data(), x, n * d_model, rb);
 }
 
 CudaDecoderLayer::Scratch CudaDecoderLayer::take_scratch() {
-  Scratch s;
-  s.a = std::move(a_);
-  s.o_buf = std::move(o_buf_);
-  s.q_buf = std::move(q_buf_);
-  s.k_buf = std::move(k_buf_);
-  s.v_buf = std::move(v_buf_);
-  s.attn = std::move(attn_);
-  s.g = std::move(g_);
-  s.u = std::move(u_);
-  s.xq = std::move(xq_);
-  s.logits = std::move(logits_);
-  s.wts = std::move(wts_);
-  s.slot_w = std::move(slot_w_);
-  s.xin = std::move(xin_);
-  s.y = std::move(y_);
-  s.shared = std::move(shared_);
-  s.x16 = std::move(x16_);
-  s.amax = std::move(amax_);
-  s.dyn_scale = std::move(dyn_scale_);
-  s.split_counts = std::move(split_counts_);
-  s.attn_ws = std::move(attn_ws_);
-  s.varlen_ws = std::move(varlen_ws_);
-  s.top = std::move(top_);
-  s.offsets = std::move(offsets_);
-  s.token_index = std::move(token_index_);
+  Scratch s = std::exchange(s_, Scratch{});
   auto give = [&s](Lin& l) {
     for (auto* b : {&l.w16, &l.w16_lo, &l.w16_lo2})
       if (!b->empty()) s.weights16.push_back(std::move(*b));
@@ -521,44 +497,15 @@ CudaDecoderLayer::Scratch CudaDecoderLayer::take_scratch() {
   return s;
 }
 
-void CudaDecoderLayer::adopt_scratch(Scratch&& s) {  // the constructor's first step
-  a_ = std::move(s.a);
-  o_buf_ = std::move(s.o_buf);
-  q_buf_ = std::move(s.q_buf);
-  k_buf_ = std::move(s.k_buf);
-  v_buf_ = std::move(s.v_buf);
-  attn_ = std::move(s.attn);
-  g_ = std::move(s.g);
-  u_ = std::move(s.u);
-  xq_ = std::move(s.xq);
-  logits_ = std::move(s.logits);
-  wts_ = std::move(s.wts);
-  slot_w_ = std::move(s.slot_w);
-  xin_ = std::move(s.xin);
-  y_ = std::move(s.y);
-  shared_ = std::move(s.shared);
-  x16_ = std::move(s.x16);
-  amax_ = std::move(s.amax);
-  dyn_scale_ = std::move(s.dyn_scale);
-  split_counts_ = std::move(s.split_counts);
-  attn_ws_ = std::move(s.attn_ws);
-  varlen_ws_ = std::move(s.varlen_ws);
-  top_ = std::move(s.top);
-  offsets_ = std::move(s.offsets);
-  token_index_ = std::move(s.token_index);
-  pool16_ = std::move(s.weights16);
-  pool32_ = std::move(s.weights32);
-}
-
 float* CudaDecoderLayer::attn_scratch(int64_t n) {
   ensure_scratch(n);
-  return attn_.data();
+  return s_.attn.data();
 }
 
 float* CudaDecoderLayer::down_input_scratch(int64_t n) {
   ANGELSLIM_CHECK(!is_moe_, InvalidInput, "layer {}: down_input_scratch is for dense layers", index_);
   ensure_scratch(n);
-  return g_.data();
+  return s_.g.data();
 }
 
 void CudaDecoderLayer::forward_from(Start start, float* x, int64_t n, const ForwardOptions& opt,
@@ -576,44 +523,44 @@ void CudaDecoderLayer::forward_from(Start start, float* x, int64_t n, const Forw
   const bool rb = opt.round_bf16;
   const int64_t d_model = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim;
   if (start == Start::kInput) {
-    rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
-    attention_block(a_.data(), n, 0, opt, obs, nullptr, o_buf_.data(), seq_offsets);
+    rms_norm(ctx_, x, n, d_model, input_norm_.data(), cfg_.rms_norm_eps, s_.a.data(), rb);
+    attention_block(s_.a.data(), n, 0, opt, obs, nullptr, s_.o_buf.data(), seq_offsets);
     if (opt.stop_after == StopAfter::kQkvInput || opt.stop_after == StopAfter::kOInput) return;
   } else if (start == Start::kAttn) {
     // attention_block's tail: observe the o_proj input, then o_proj.
-    observe(obs, LinearKind::kO, -1, false, attn_.data(), n, qd, nullptr);
+    observe(obs, LinearKind::kO, -1, false, s_.attn.data(), n, qd, nullptr);
     if (opt.stop_after == StopAfter::kOInput) return;
-    apply_linear(o_, attn_.data(), n, o_buf_.data(), rb);
+    apply_linear(o_, s_.attn.data(), n, s_.o_buf.data(), rb);
   }
-  if (start == Start::kInput || start == Start::kAttn) add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+  if (start == Start::kInput || start == Start::kAttn) add(ctx_, x, s_.o_buf.data(), x, n * d_model, rb);
   if (start == Start::kDownInput) {
     ANGELSLIM_CHECK(opt.stop_after == StopAfter::kNone, InvalidInput,
                     "layer {}: a pass from the down_proj input cannot stop before it", index_);
-    observe(obs, LinearKind::kDown, -1, false, g_.data(), n, mlp_.down.n_in, nullptr);
+    observe(obs, LinearKind::kDown, -1, false, s_.g.data(), n, mlp_.down.n_in, nullptr);
     if (observe_only) return;
-    apply_linear(mlp_.down, g_.data(), n, o_buf_.data(), rb);
-    add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+    apply_linear(mlp_.down, s_.g.data(), n, s_.o_buf.data(), rb);
+    add(ctx_, x, s_.o_buf.data(), x, n * d_model, rb);
     return;
   }
-  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, a_.data(), rb);
+  rms_norm(ctx_, x, n, d_model, post_norm_.data(), cfg_.rms_norm_eps, s_.a.data(), rb);
   if (opt.stop_after == StopAfter::kMlpInput && !is_moe_) {
-    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, d_model, nullptr);
-    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kGate, -1, false, s_.a.data(), n, d_model, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, s_.a.data(), n, d_model, nullptr);
     return;
   }
   if (observe_only && !is_moe_ && opt.stop_after == StopAfter::kNone) {
     // mlp_forward up to the down_proj input (its output is not needed).
     const int64_t dff = mlp_.gate.n_out;
-    observe(obs, LinearKind::kGate, -1, false, a_.data(), n, mlp_.gate.n_in, nullptr);
-    observe(obs, LinearKind::kUp, -1, false, a_.data(), n, mlp_.up.n_in, nullptr);
-    apply_linear(mlp_.gate, a_.data(), n, g_.data(), rb);
-    apply_linear(mlp_.up, a_.data(), n, u_.data(), rb);
-    swiglu(ctx_, g_.data(), u_.data(), g_.data(), n * dff, rb);
-    observe(obs, LinearKind::kDown, -1, false, g_.data(), n, dff, nullptr);
+    observe(obs, LinearKind::kGate, -1, false, s_.a.data(), n, mlp_.gate.n_in, nullptr);
+    observe(obs, LinearKind::kUp, -1, false, s_.a.data(), n, mlp_.up.n_in, nullptr);
+    apply_linear(mlp_.gate, s_.a.data(), n, s_.g.data(), rb);
+    apply_linear(mlp_.up, s_.a.data(), n, s_.u.data(), rb);
+    swiglu(ctx_, s_.g.data(), s_.u.data(), s_.g.data(), n * dff, rb);
+    observe(obs, LinearKind::kDown, -1, false, s_.g.data(), n, dff, nullptr);
     return;
   }
-  ffn_block(a_.data(), n, opt, obs, o_buf_.data());
-  add(ctx_, x, o_buf_.data(), x, n * d_model, rb);
+  ffn_block(s_.a.data(), n, opt, obs, s_.o_buf.data());
+  add(ctx_, x, s_.o_buf.data(), x, n * d_model, rb);
 }
 
 CudaDecoderLayer::Lin& CudaDecoderLayer::linear_of(const LinearId& id) {
