@@ -110,21 +110,26 @@ int run_ragged(const ModelConfig& cfg, const DecoderLayer& layer, const std::vec
   cuda::DeviceBuffer<float> o1(q.size()), o2(q.size());
   cuda::AttentionWorkspace gws;
   cuda::VarlenAttentionWorkspace vws;
-  const double ms_gemm = time_gpu(ctx, reps, [] {}, [&] {
-    for (std::size_t i = 0; i + 1 < offsets.size(); ++i) {
-      const int64_t b = offsets[i], len = offsets[i + 1] - b;
-      cuda::attention_bf16_gemm(ctx, dq.data() + b * qd, dk.data() + b * kvd, dv.data() + b * kvd, len, cfg.n_heads,
-                                cfg.n_kv_heads, head_dim, o1.data() + b * qd, gws);
-    }
-  });
-  const double ms_fused = time_gpu(ctx, reps, [] {}, [&] {
-    cuda::attention_varlen_bf16(ctx, dq.data(), dk.data(), dv.data(), offsets, cfg.n_heads, cfg.n_kv_heads, head_dim,
-                                o2.data(), vws);
-  });
+  const double ms_gemm = time_gpu(
+      ctx, reps, [] {},
+      [&] {
+        for (std::size_t i = 0; i + 1 < offsets.size(); ++i) {
+          const int64_t b = offsets[i], len = offsets[i + 1] - b;
+          cuda::attention_bf16_gemm(ctx, dq.data() + b * qd, dk.data() + b * kvd, dv.data() + b * kvd, len, cfg.n_heads,
+                                    cfg.n_kv_heads, head_dim, o1.data() + b * qd, gws);
+        }
+      });
+  const double ms_fused = time_gpu(
+      ctx, reps, [] {},
+      [&] {
+        cuda::attention_varlen_bf16(ctx, dq.data(), dk.data(), dv.data(), offsets, cfg.n_heads, cfg.n_kv_heads,
+                                    head_dim, o2.data(), vws);
+      });
   const auto h1 = cuda::to_host(ctx, o1.data(), q.size()), h2 = cuda::to_host(ctx, o2.data(), q.size());
-  std::printf("attention, per-sequence GEMMs + softmax: %9.3f ms\nattention, fused ragged kernel:         %9.3f ms "
-              "(%.2fx; rel_l2 between the two %.2e)\n",
-              ms_gemm, ms_fused, ms_gemm / ms_fused, rel_l2(h2, h1));
+  std::printf(
+      "attention, per-sequence GEMMs + softmax: %9.3f ms\nattention, fused ragged kernel:         %9.3f ms "
+      "(%.2fx; rel_l2 between the two %.2e)\n",
+      ms_gemm, ms_fused, ms_gemm / ms_fused, rel_l2(h2, h1));
 
   // The layer (bf16 mode, bf16 weights) on the batch, cumulative up to each stop point.
   const auto x0 = rand_bf16(static_cast<std::size_t>(n * d_model), 1.7f, rng);

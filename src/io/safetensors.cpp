@@ -336,8 +336,7 @@ void SafetensorsWriter::reserve_header(uint64_t bytes) {
 void SafetensorsWriter::start_writeback() {
   for (auto& s : shards_) {
     if (!s.fp) continue;
-    if (std::fflush(s.fp) != 0)
-      throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
+    if (std::fflush(s.fp) != 0) throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
 #ifdef __linux__
     (void)::sync_file_range(::fileno(s.fp), 0, 0, SYNC_FILE_RANGE_WRITE);  // advisory: finish() still fsyncs
 #endif

@@ -261,8 +261,7 @@ int run_pipeline(const RunOptions& opt) {
   auto load = [&](int64_t l) {
     if (!opt.allow_nonfinite) {
       const std::string prefix = "model.layers." + std::to_string(l) + ".";
-      for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0;
-           ++it)
+      for (auto it = store.all().lower_bound(prefix); it != store.all().end() && it->first.rfind(prefix, 0) == 0; ++it)
         check_finite(*it->second);
     }
     return load_decoder_layer(store, cfg, l);
@@ -392,8 +391,8 @@ int run_pipeline(const RunOptions& opt) {
     // characters. Set with and without checkpoints alike, so both give the same bytes.
     std::size_t longest = 0;
     for (const auto& [name, t] : store.all()) longest = std::max(longest, name.size());
-    writer.reserve_header(std::min<uint64_t>(uint64_t{16} << 20, (4 * store.all().size() * (longest + 112) + 4095) /
-                                                                     4096 * 4096));
+    writer.reserve_header(
+        std::min<uint64_t>(uint64_t{16} << 20, (4 * store.all().size() * (longest + 112) + 4095) / 4096 * 4096));
   }
   json layers = json::array();
   json layer_warnings = json::array();  // warnings of the completed layers (kept in the checkpoint)

@@ -77,9 +77,9 @@ TEST(CudaAwq, ClipSearchMatchesCpu) {
     cuda::DeviceBuffer<int> flag(1);
     ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(flag.data(), 0, sizeof(int), ctx.stream()));
     const float alpha = 1.0f / static_cast<float>(n), beta = 0.0f;
-    ANGELSLIM_CUBLAS_CHECK(cuda::cublas().sgemm_strided_batched(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, g, g, n, &alpha, dx.data(),
-                                                     cols, g, dx.data(), cols, g, &beta, gram.data(), g,
-                                                     static_cast<long long>(g) * g, ng));
+    ANGELSLIM_CUBLAS_CHECK(cuda::cublas().sgemm_strided_batched(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, g, g, n, &alpha,
+                                                                dx.data(), cols, g, dx.data(), cols, g, &beta,
+                                                                gram.data(), g, static_cast<long long>(g) * g, ng));
     ANGELSLIM_CUDA_CHECK(cuda::kernels::awq_clip(ctx.stream(), dw.data(), rows, cols, g, gram.data(), kind_code(kind),
                                                  4, dtype_code(grid.scale_dtype), m.data(), flag.data()));
     const auto m_gpu = cuda::to_host(ctx, m.data(), m.size());

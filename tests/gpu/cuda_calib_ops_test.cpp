@@ -152,7 +152,6 @@ GPU_OP_TEST(attention_bf16_gemm, MatchesCpuInBf16Mode) {
   }
 }
 
-
 // The embedding lookup in bf16: every value as the host's bf16 -> fp32 -> bf16 round trip (bit for bit, NaNs made
 // quiet, signed zeros and infinities kept), repeated and boundary ids.
 GPU_OP_TEST(gather_rows_bf16, ExactAsTheHostRoundTrip) {
@@ -203,8 +202,8 @@ GPU_OP_TEST(attention_varlen_bf16, MatchesCpuPerSequence) {
     std::vector<float> ref(q.size());
     for (std::size_t s = 0; s < c.lens.size(); ++s) {
       const int64_t b = offsets[s];
-      cpu::attention(q.data() + b * c.nh * c.d, k.data() + b * c.nkv * c.d, v.data() + b * c.nkv * c.d, c.lens[s],
-                     0, c.nh, c.nkv, c.d, ref.data() + b * c.nh * c.d, true);
+      cpu::attention(q.data() + b * c.nh * c.d, k.data() + b * c.nkv * c.d, v.data() + b * c.nkv * c.d, c.lens[s], 0,
+                     c.nh, c.nkv, c.d, ref.data() + b * c.nh * c.d, true);
     }
     auto dq = cuda::to_device(ctx(), q), dk = cuda::to_device(ctx(), k), dv = cuda::to_device(ctx(), v);
     gputest::Guarded<float> out(q.size());
@@ -216,8 +215,8 @@ GPU_OP_TEST(attention_varlen_bf16, MatchesCpuPerSequence) {
         if (c.lens[s] == 0) continue;
         const auto b = static_cast<std::size_t>(offsets[s] * c.nh * c.d),
                    e = static_cast<std::size_t>(offsets[s + 1] * c.nh * c.d);
-        const std::string what = fmt::format("attention_varlen_bf16 sequence {} of {} ({} tokens) nH={} nKV={} D={}",
-                                             s, c.lens.size(), c.lens[s], c.nh, c.nkv, c.d);
+        const std::string what = fmt::format("attention_varlen_bf16 sequence {} of {} ({} tokens) nH={} nKV={} D={}", s,
+                                             c.lens.size(), c.lens[s], c.nh, c.nkv, c.d);
         EXPECT_CLOSE(what,
                      gputest::compare(std::vector<float>(got.begin() + b, got.begin() + e),
                                       std::vector<float>(ref.begin() + b, ref.begin() + e)),

@@ -1,7 +1,8 @@
 // safetensors reader/writer: round trips, sharding, and one hand-made corrupt file per failure class.
-#include <gtest/gtest.h>
+#include "angelslim/io/safetensors.h"
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
@@ -10,7 +11,6 @@
 #include <random>
 
 #include "angelslim/core/error.h"
-#include "angelslim/io/safetensors.h"
 
 namespace fs = std::filesystem;
 

@@ -180,7 +180,6 @@ class CudaDecoderLayer {
   // Bytes of weights held on the device.
   std::size_t weight_bytes() const { return weight_bytes_; }
 
-
  private:
   struct Lin {
     int64_t n_out = 0, n_in = 0;

@@ -30,11 +30,12 @@ namespace angelslim::cuda {
   } while (0)
 
 // Checks a cublasStatus_t-returning call; throws Internal naming the call.
-#define ANGELSLIM_CUBLAS_CHECK(call)                                                                       \
-  do {                                                                                                     \
-    const cublasStatus_t angelslim_s_ = (call);                                                            \
-    if (angelslim_s_ != CUBLAS_STATUS_SUCCESS)                                                             \
-      ::angelslim::cuda::throw_cuda_error(#call, ::angelslim::cuda::cublas().get_status_string(angelslim_s_), __FILE__, __LINE__); \
+#define ANGELSLIM_CUBLAS_CHECK(call)                                                                          \
+  do {                                                                                                        \
+    const cublasStatus_t angelslim_s_ = (call);                                                               \
+    if (angelslim_s_ != CUBLAS_STATUS_SUCCESS)                                                                \
+      ::angelslim::cuda::throw_cuda_error(#call, ::angelslim::cuda::cublas().get_status_string(angelslim_s_), \
+                                          __FILE__, __LINE__);                                                \
   } while (0)
 
 // After a kernel launch: checks cudaGetLastError (or the launcher's returned error) naming the kernel.
@@ -272,15 +273,14 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
 
 // Embedding lookup in bf16: out[t, :] = table[ids[t], :] (rows of d values), each value through fp32 and back as the
 // host's bf16 -> fp32 -> bf16 conversion (bit-exact; a NaN comes out quiet). ids must lie in [0, rows of table).
-void gather_rows_bf16(CudaContext& ctx, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n,
-                      uint16_t* out);
+void gather_rows_bf16(CudaContext& ctx, const uint16_t* table, int64_t d, const int32_t* ids, int64_t n, uint16_t* out);
 
 // Scratch of attention_varlen_bf16, grown on demand (reuse one per layer/stream): bf16 copies of q/k/v and the
 // query-tile table of the last batch layout (rebuilt only when the sequence offsets change).
 struct VarlenAttentionWorkspace {
   DeviceBuffer<uint16_t> q16, k16, v16;
-  DeviceBuffer<int32_t> tiles;           // 4 ints a 64-query tile: first token, length, first row, unused
-  std::vector<int64_t> offsets;          // the layout the table was built for
+  DeviceBuffer<int32_t> tiles;   // 4 ints a 64-query tile: first token, length, first row, unused
+  std::vector<int64_t> offsets;  // the layout the table was built for
   std::vector<int32_t> tiles_host;
   int64_t n_tiles = 0;
 };
@@ -294,8 +294,8 @@ struct VarlenAttentionWorkspace {
 // summation order. head_dim ∈ {64, 128} (Unsupported otherwise). Scores never go to global memory; one launch for
 // the whole batch (plus the three bf16 conversions).
 void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, const float* v,
-                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, float* out, VarlenAttentionWorkspace& ws);
+                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           float* out, VarlenAttentionWorkspace& ws);
 
 // out[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + exp(-x)); n elements. out may alias gate or up.
 void swiglu(CudaContext& ctx, const float* gate, const float* up, float* out, int64_t n, bool round_bf16);

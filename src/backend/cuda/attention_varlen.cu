@@ -14,10 +14,10 @@ namespace angelslim::cuda::kernels {
 
 namespace {
 
-constexpr int kTileQ = 64;   // query rows per block (4 warps × 16)
-constexpr int kTileK = 64;   // keys per tile
+constexpr int kTileQ = 64;  // query rows per block (4 warps × 16)
+constexpr int kTileK = 64;  // keys per tile
 constexpr int kWarps = 4;
-constexpr int kPad = 8;      // bf16 padding of a shared-memory row: 16-byte aligned rows, conflict-free ldmatrix
+constexpr int kPad = 8;  // bf16 padding of a shared-memory row: 16-byte aligned rows, conflict-free ldmatrix
 
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   asm volatile(

@@ -325,8 +325,7 @@ void CudaCalibActivations::embed(const TensorStore& store, const std::vector<std
     }
   // A bf16 table with every batch on the device: the table goes up once (half the bytes of the gathered fp32 rows
   // of a long calibration set) and the rows are gathered there, bit for bit as below.
-  const bool all_on_device =
-      std::all_of(batches_.begin(), batches_.end(), [](const Batch& b) { return b.on_device; });
+  const bool all_on_device = std::all_of(batches_.begin(), batches_.end(), [](const Batch& b) { return b.on_device; });
   const std::size_t table_n = static_cast<std::size_t>(cfg_.vocab_size * d);
   std::size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) free_bytes = 0;

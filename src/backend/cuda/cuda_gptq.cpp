@@ -224,7 +224,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
   double* dwork = grow(potrf_work_, static_cast<std::size_t>(std::max(lwork, 1)));
   std::size_t trtri_dev = 0, trtri_host = 0;
   ANGELSLIM_CUSOLVER_CHECK(cusolver().xtrtri_buffer_size(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k,
-                                                       CUDA_R_64F, da, k, &trtri_dev, &trtri_host));
+                                                         CUDA_R_64F, da, k, &trtri_dev, &trtri_host));
   unsigned char* dtw = grow(trtri_work_, trtri_dev);
   trtri_host_.resize(std::max<std::size_t>(trtri_host, 1));
   const double mean_diag = std::accumulate(diag.begin(), diag.end(), 0.0) / k;
@@ -242,7 +242,7 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     download(ctx_, dinfo, 1, info);
     if (info[0] != 0) continue;
     ANGELSLIM_CUSOLVER_CHECK(cusolver().xtrtri(solver_, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, k, CUDA_R_64F, da,
-                                              k, dtw, trtri_dev, trtri_host_.data(), trtri_host, dinfo + 1));
+                                               k, dtw, trtri_dev, trtri_host_.data(), trtri_host, dinfo + 1));
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::gptq_extract_u(s, sm, da, k, du, dinfo + 2), "gptq_extract_u_kernel");
     download(ctx_, dinfo, 3, info);
     if (info[1] != 0 || info[2] != 0) continue;
@@ -312,8 +312,8 @@ GptqResult GptqCudaWorkspace::quantize(std::span<const float> w, int rows, int c
     // Lazy block update: wt[i2:, :] -= U[i1:i2, i2:]ᵀ · E1 (row-major), i.e. column-major C(rows × k-i2) -= E1 · U'.
     if (i2 < k)
       ANGELSLIM_CUBLAS_CHECK(cublas().sgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, rows, k - i2, i2 - i1, &minus_one,
-                                         derr, rows, du + static_cast<std::size_t>(i1) * k + i2, k, &one,
-                                         dwt + static_cast<std::size_t>(i2) * rows, rows));
+                                            derr, rows, du + static_cast<std::size_t>(i1) * k + i2, k, &one,
+                                            dwt + static_cast<std::size_t>(i2) * rows, rows));
     i1 = i2;
   }
   mark();  // W upload, column loop

@@ -176,9 +176,9 @@ void linear_bf16(CudaContext& ctx, const uint16_t* x, int64_t n_tokens, int64_t 
   if (k == 0) {
     if (beta == 0.0f) ANGELSLIM_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * t * o, ctx.stream()));
   } else {
-    ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, CUDA_R_16BF, k, x,
-                                        CUDA_R_16BF, k, &beta, y, CUDA_R_32F, o, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT));
+    ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, o, t, k, &alpha, w, CUDA_R_16BF, k,
+                                            x, CUDA_R_16BF, k, &beta, y, CUDA_R_32F, o, CUBLAS_COMPUTE_32F,
+                                            CUBLAS_GEMM_DEFAULT));
   }
   if (bias) {
     ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::bias_scale(ctx.stream(), ctx.sm_count(), y, t, o, nullptr, bias, false),
@@ -420,8 +420,8 @@ void attention_bf16_gemm(CudaContext& ctx, const float* q, const float* k, const
 }
 
 void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, const float* v,
-                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads,
-                           int64_t head_dim, float* out, VarlenAttentionWorkspace& ws) {
+                           std::span<const int64_t> seq_offsets, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                           float* out, VarlenAttentionWorkspace& ws) {
   ANGELSLIM_CHECK(head_dim == 64 || head_dim == 128, Unsupported,
                   "cuda::attention_varlen_bf16: head_dim = {} (the fused kernel handles 64, 128)", head_dim);
   ANGELSLIM_CHECK(n_heads >= 1 && n_kv_heads >= 1 && n_heads % n_kv_heads == 0 && n_heads <= 65535, InvalidInput,
@@ -458,18 +458,17 @@ void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, con
                     "cuda::attention_varlen_bf16: {} tokens in one batch (at most {})", n, kInt32Max);
     ws.tiles_host.clear();
     for (const auto& t : tiles)
-      ws.tiles_host.insert(ws.tiles_host.end(), {static_cast<int32_t>(t.begin), static_cast<int32_t>(t.len),
-                                                 static_cast<int32_t>(t.q0), 0});
+      ws.tiles_host.insert(ws.tiles_host.end(),
+                           {static_cast<int32_t>(t.begin), static_cast<int32_t>(t.len), static_cast<int32_t>(t.q0), 0});
     ws.tiles.ensure(ws.tiles_host.size());
     upload(ctx, ws.tiles_host.data(), ws.tiles_host.size(), ws.tiles.data());
     ws.n_tiles = static_cast<int64_t>(tiles.size());
     ws.offsets.assign(seq_offsets.begin(), seq_offsets.end());
   }
-  ANGELSLIM_CUDA_CHECK_LAUNCH(
-      kernels::attention_varlen_bf16(s, ws.q16.data(), ws.k16.data(), ws.v16.data(),
-                                     reinterpret_cast<const int4*>(ws.tiles.data()), ws.n_tiles, n_heads, n_kv_heads,
-                                     head_dim, out, true),
-      "attention_varlen_kernel");
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::attention_varlen_bf16(s, ws.q16.data(), ws.k16.data(), ws.v16.data(),
+                                                             reinterpret_cast<const int4*>(ws.tiles.data()), ws.n_tiles,
+                                                             n_heads, n_kv_heads, head_dim, out, true),
+                              "attention_varlen_kernel");
 }
 
 void abs_max_accumulate(CudaContext& ctx, const float* x, int64_t n, float* out) {
@@ -483,9 +482,9 @@ void hessian_accumulate_bf16(CudaContext& ctx, const uint16_t* x16, int64_t n_to
   if (t == 0 || k == 0) return;
   const float alpha = 1.0f, beta = 1.0f;
   // x row-major [t, k] is column-major A = k×t (lda k): C[k×k] += A·Aᵀ; the lower triangle is then mirrored.
-  ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k, x16,
-                                      CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
+  ANGELSLIM_CUBLAS_CHECK(cublas().gemm_ex(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, k, k, t, &alpha, x16, CUDA_R_16BF, k,
+                                          x16, CUDA_R_16BF, k, &beta, h, CUDA_R_32F, k, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT));
   ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::mirror_lower(ctx.stream(), ctx.sm_count(), h, k), "mirror_lower_kernel");
 }
 
