@@ -344,19 +344,15 @@ std::vector<CalibSample> parse_text_dataset(std::string_view data, const std::st
   // The records are encoded on threads a window at a time (as many as samples are still wanted, at least 16) and
   // taken in order, so the selection, the statistics and the first error are those of a one-record-at-a-time pass.
   std::vector<CalibSample> samples;
-  bool done = false;
-  for (std::size_t w0 = 0; w0 < order.size() && !done;) {
+  auto enough = [&] { return num_samples > 0 && static_cast<int64_t>(samples.size()) >= num_samples; };
+  for (std::size_t w0 = 0; w0 < order.size() && !enough();) {
     const int64_t wanted = num_samples > 0 ? num_samples - static_cast<int64_t>(samples.size()) : 64;
     const std::size_t w1 = std::min(order.size(), w0 + static_cast<std::size_t>(std::max<int64_t>(16, wanted)));
     std::vector<Encoded> window(w1 - w0);
     parallel_for(static_cast<int64_t>(window.size()), [&](int64_t i) {
       window[static_cast<std::size_t>(i)] = encode_record(records[order[w0 + static_cast<std::size_t>(i)]]);
     });
-    for (std::size_t k = 0; k < window.size(); ++k) {
-      if (num_samples > 0 && static_cast<int64_t>(samples.size()) >= num_samples) {
-        done = true;
-        break;
-      }
+    for (std::size_t k = 0; k < window.size() && !enough(); ++k) {
       const JsonlRecord& r = records[order[w0 + k]];
       Encoded& e = window[k];
       ++st.records_visited;

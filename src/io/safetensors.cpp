@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "angelslim/core/error.h"
 
@@ -442,51 +443,47 @@ std::vector<std::string> SafetensorsWriter::finish() {
     }
     std::string hs = h.dump();
     // A header that fits the reservation fills it (the same bytes whether the data was buffered here or in a data
-    // dir); when the data file has the space in front, the header goes there and the file becomes the shard.
+    // dir). In place: the data file has that space in front, gets the header there and becomes the shard; otherwise
+    // the header and a copy of the data go to a new file.
     if (header_reserve_ > 0 && 8 + hs.size() <= header_reserve_) hs.resize(header_reserve_ - 8, ' ');
-    if (s.data_start > 0 && 8 + hs.size() == s.data_start) {
-      const uint64_t hl = hs.size();
-      bool ok = std::fflush(s.fp) == 0 && ::fseeko(s.fp, 0, SEEK_SET) == 0;
-      ok = ok && write_checked(&hl, 8, s.fp) == 8;
-      ok = ok && write_checked(hs.data(), hs.size(), s.fp) == hs.size();
-      ok = ok && sync_stream(s.fp);
-      const std::string why = ok ? std::string() : errno_text();
-      const bool closed = std::fclose(s.fp) == 0;
-      s.fp = nullptr;
-      if (!ok || !closed)
-        throw IoError(fmt::format("{}: write failed: {}", (dir_ / fname).string(), ok ? errno_text() : why));
-      std::error_code ec;
-      fs::rename(s.tmp_data, dir_ / fname, ec);
-      if (ec) throw IoError(fmt::format("{}: rename failed: {}", (dir_ / fname).string(), ec.message()));
-      names.push_back(fname);
-      continue;
-    }
-    if (std::fclose(s.fp) != 0) {
-      s.fp = nullptr;
-      throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
-    }
-    s.fp = nullptr;
-    while ((8 + hs.size()) % 8 != 0) hs.push_back(' ');
-    const fs::path tmp_final = dir_ / (".tmp-" + fname);
-    std::FILE* out = std::fopen(tmp_final.string().c_str(), "wb");
-    if (!out) throw IoError(fmt::format("{}: cannot create: {}", tmp_final.string(), errno_text()));
+    const bool in_place = s.data_start > 0 && 8 + hs.size() == s.data_start;
     bool ok = true;
+    fs::path tmp_final;
+    std::FILE* out = nullptr;
+    if (in_place) {
+      tmp_final = s.tmp_data;
+      out = std::exchange(s.fp, nullptr);
+      ok = std::fflush(out) == 0 && ::fseeko(out, 0, SEEK_SET) == 0;
+    } else {
+      if (std::fclose(s.fp) != 0) {
+        s.fp = nullptr;
+        throw IoError(fmt::format("{}: write failed: {}", s.tmp_data.string(), errno_text()));
+      }
+      s.fp = nullptr;
+      while ((8 + hs.size()) % 8 != 0) hs.push_back(' ');
+      tmp_final = dir_ / (".tmp-" + fname);
+      out = std::fopen(tmp_final.string().c_str(), "wb");
+      if (!out) throw IoError(fmt::format("{}: cannot create: {}", tmp_final.string(), errno_text()));
+    }
     const uint64_t hl = hs.size();
     ok = ok && write_checked(&hl, 8, out) == 8;
     ok = ok && write_checked(hs.data(), hs.size(), out) == hs.size();
-    std::FILE* in = ok ? std::fopen(s.tmp_data.string().c_str(), "rb") : nullptr;
-    if (!in || ::fseeko(in, static_cast<off_t>(s.data_start), SEEK_SET) != 0) ok = false;
-    std::vector<char> buf(1 << 22);
-    uint64_t copied = 0;
-    while (ok && in) {
-      const std::size_t r = std::fread(buf.data(), 1, buf.size(), in);
-      if (r == 0) break;
-      ok = write_checked(buf.data(), r, out) == r;
-      copied += r;
-    }
-    if (ok && copied != s.bytes) {
-      errno = EIO;
-      ok = false;
+    std::FILE* in = nullptr;
+    if (!in_place) {
+      in = ok ? std::fopen(s.tmp_data.string().c_str(), "rb") : nullptr;
+      if (!in || ::fseeko(in, static_cast<off_t>(s.data_start), SEEK_SET) != 0) ok = false;
+      std::vector<char> buf(1 << 22);
+      uint64_t copied = 0;
+      while (ok && in) {
+        const std::size_t r = std::fread(buf.data(), 1, buf.size(), in);
+        if (r == 0) break;
+        ok = write_checked(buf.data(), r, out) == r;
+        copied += r;
+      }
+      if (ok && copied != s.bytes) {
+        errno = EIO;
+        ok = false;
+      }
     }
     ok = ok && sync_stream(out);
     const std::string why = ok ? std::string() : errno_text();
@@ -495,7 +492,7 @@ std::vector<std::string> SafetensorsWriter::finish() {
     if (!ok || !closed) {
       const std::string reason = ok ? errno_text() : why;
       std::error_code ec;
-      fs::remove(tmp_final, ec);
+      if (!in_place) fs::remove(tmp_final, ec);  // in place: the data file goes with the writer
       throw IoError(fmt::format("{}: write failed: {}", (dir_ / fname).string(), reason));
     }
     std::error_code ec;

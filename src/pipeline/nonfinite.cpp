@@ -42,20 +42,17 @@ std::string index_text(const std::vector<int64_t>& shape, int64_t flat) {
   return s + "]";
 }
 
-}  // namespace
-
-namespace {
-
-int64_t first_nonfinite_serial(const TensorView& t, std::size_t n) {
-  switch (t.dtype) {
+// n elements of `dtype` at p.
+int64_t first_nonfinite_in(DType dtype, const uint8_t* p, std::size_t n) {
+  switch (dtype) {
     case DType::kBF16:
-      return scan_bits<uint16_t>(t.data, n, 0x7f80u);
+      return scan_bits<uint16_t>(p, n, 0x7f80u);
     case DType::kF16:
-      return scan_bits<uint16_t>(t.data, n, 0x7c00u);
+      return scan_bits<uint16_t>(p, n, 0x7c00u);
     case DType::kF32:
-      return scan_bits<uint32_t>(t.data, n, 0x7f800000u);
+      return scan_bits<uint32_t>(p, n, 0x7f800000u);
     case DType::kF64:
-      return scan_bits<uint64_t>(t.data, n, 0x7ff0000000000000ull);
+      return scan_bits<uint64_t>(p, n, 0x7ff0000000000000ull);
     default:
       return -1;
   }
@@ -68,14 +65,12 @@ int64_t first_nonfinite(const TensorView& t) {
   // Large tensors (an embedding: hundreds of MB) in pieces on several threads; the first hit of the earliest piece.
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // elements
   const std::size_t pieces = (n + kPiece - 1) / kPiece;
-  if (pieces <= 1) return first_nonfinite_serial(t, n);
+  if (pieces <= 1) return first_nonfinite_in(t.dtype, t.data, n);
   std::vector<int64_t> hit(pieces, -1);
   const std::size_t esize = dtype_size(t.dtype);
   parallel_for(static_cast<int64_t>(pieces), [&](int64_t i) {
     const std::size_t b = static_cast<std::size_t>(i) * kPiece;
-    TensorView part = t;
-    part.data = t.data + b * esize;
-    const int64_t r = first_nonfinite_serial(part, std::min(kPiece, n - b));
+    const int64_t r = first_nonfinite_in(t.dtype, t.data + b * esize, std::min(kPiece, n - b));
     if (r >= 0) hit[static_cast<std::size_t>(i)] = static_cast<int64_t>(b) + r;
   });
   for (const int64_t h : hit)

@@ -415,12 +415,19 @@ int run_pipeline(const RunOptions& opt) {
   // (not with checkpoints, which save the writer's state after each layer). `writing` returns that write's seconds;
   // the embedding goes first, the same way, while layer 0 is quantized.
   std::future<double> writing;
-  if (fresh) {
-    auto write_embedding = [&writer, &store] {
+  // A write job: its tensors, then their bytes handed to the disk's writeback (the disk works while the next layers
+  // run; finish() waits for less). Returns its seconds.
+  auto write_job = [&writer](std::vector<std::function<void(SafetensorsWriter&)>> writes) {
+    return [&writer, writes = std::move(writes)] {
       const auto t = Clock::now();
-      copy_tensor(store.get("model.embed_tokens.weight"), writer);
+      for (const auto& w : writes) w(writer);
+      writer.start_writeback();
       return since(t);
     };
+  };
+  if (fresh) {
+    auto write_embedding = write_job(
+        {[&store](SafetensorsWriter& w) { copy_tensor(store.get("model.embed_tokens.weight"), w); }});
     if (defer_writes)
       writing = std::async(std::launch::async, std::move(write_embedding));
     else
@@ -448,13 +455,7 @@ int run_pipeline(const RunOptions& opt) {
     log_gptq_fallbacks(l, rc, rep);
     if (host_acts && !opt.allow_nonfinite)
       check_finite_activations(host_acts->x(), cfg.d_model, sample_offsets, l);
-    auto writes = layer_writes(l, store, *quantizer);
-    auto write_all = [&writer, writes = std::move(writes)] {
-      const auto t = Clock::now();
-      for (const auto& w : writes) w(writer);
-      writer.start_writeback();  // the disk works while the next layers run; finish() waits for less
-      return since(t);
-    };
+    auto write_all = write_job(layer_writes(l, store, *quantizer));
     if (defer_writes) {
       const auto tw = Clock::now();
       finish_write();

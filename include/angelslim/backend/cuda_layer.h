@@ -100,8 +100,8 @@ class CudaDecoderLayer {
     VarlenAttentionWorkspace varlen_ws;
     DeviceBuffer<int32_t> top;
     DeviceBuffer<int64_t> offsets, token_index;
-    // The previous layer's weight buffers: the new layer's uploads reuse those of the same size (no cudaFree and
-    // cudaMalloc each); the constructor frees what it did not reuse.
+    // Weight buffers to reuse: the previous layer's (the constructor frees what its uploads did not take), or a
+    // linear's old weights while update_linear uploads the new ones. No cudaFree and cudaMalloc for each.
     std::vector<DeviceBuffer<uint16_t>> weights16;
     std::vector<DeviceBuffer<float>> weights32;
   };
@@ -194,9 +194,12 @@ class CudaDecoderLayer {
     Lin gate, up, down;
   };
 
-  // device_w: the weights already on the device (l.w is not read) instead of l.w. spare: buffers of the linear's
-  // previous weights to reuse where the sizes match (update_linear).
-  Lin upload_linear(const Linear& l, const char* what, const float* device_w = nullptr, Lin* spare = nullptr);
+  // device_w: the weights already on the device (l.w is not read) instead of l.w. The weight buffers come from
+  // Scratch::weights16/32 where one has the size.
+  Lin upload_linear(const Linear& l, const char* what, const float* device_w = nullptr);
+  // Moves l's weight buffers into Scratch::weights16/32 for the next uploads; free_recycled frees what they left.
+  void recycle(Lin& l);
+  void free_recycled();
   bool update_linear_from(const LinearId& id, const Linear& lin, const float* device_w);
   Lin& linear_of(const LinearId& id);
   DevMlp upload_mlp(const Mlp& m, const char* what);

@@ -99,14 +99,10 @@ DeviceBuffer<float> CudaDecoderLayer::upload_vec(const std::vector<float>& v) {
 
 namespace {
 
-// dst gets n elements: `spare`'s buffer when it has exactly that size, else one of that size from `pool` (no
-// cudaMalloc/cudaFree, which would synchronise the device), else a new one.
+// dst gets n elements: a buffer of that size from `pool` (no cudaMalloc/cudaFree, which would synchronise the
+// device), else a new one.
 template <class T>
-void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n, std::vector<DeviceBuffer<T>>& pool) {
-  if (spare && spare->size() == n) {
-    dst = std::move(*spare);
-    return;
-  }
+void reuse_or_reset(DeviceBuffer<T>& dst, std::size_t n, std::vector<DeviceBuffer<T>>& pool) {
   for (auto it = pool.begin(); it != pool.end(); ++it)
     if (it->size() == n) {
       dst = std::move(*it);
@@ -118,8 +114,18 @@ void reuse_or_reset(DeviceBuffer<T>& dst, DeviceBuffer<T>* spare, std::size_t n,
 
 }  // namespace
 
-CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w,
-                                                      Lin* spare) {
+void CudaDecoderLayer::recycle(Lin& l) {
+  for (auto* b : {&l.w16, &l.w16_lo, &l.w16_lo2})
+    if (!b->empty()) s_.weights16.push_back(std::move(*b));
+  if (!l.w32.empty()) s_.weights32.push_back(std::move(l.w32));
+}
+
+void CudaDecoderLayer::free_recycled() {
+  s_.weights16.clear();
+  s_.weights32.clear();
+}
+
+CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const char* what, const float* device_w) {
   ANGELSLIM_CHECK(l.n_out > 0 && l.n_in > 0 && (device_w || l.w.size() == static_cast<std::size_t>(l.n_out * l.n_in)),
                   InvalidInput, "layer {} {}: weight has {} values, expected [{}, {}]", index_, what, l.w.size(),
                   l.n_out, l.n_in);
@@ -132,7 +138,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   d.act = l.act;
   if (weights_ == DeviceWeights::kF32 && device_w) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
-    reuse_or_reset(d.w32, spare ? &spare->w32 : nullptr, n, s_.weights32);
+    reuse_or_reset(d.w32, n, s_.weights32);
     ANGELSLIM_CUDA_CHECK(
         cudaMemcpyAsync(d.w32.data(), device_w, n * sizeof(float), cudaMemcpyDeviceToDevice, ctx_.stream()));
     ctx_.synchronize();  // the source may be reused once this returns (as after the bf16 path's count download)
@@ -142,7 +148,7 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
   } else if (weights_ == DeviceWeights::kBF16Exact) {
     const std::size_t n = static_cast<std::size_t>(l.n_out * l.n_in);
     const float* dw = device_w ? device_w : stager_->stage(l.w.data(), n);
-    reuse_or_reset(d.w16, spare ? &spare->w16 : nullptr, n, s_.weights16);
+    reuse_or_reset(d.w16, n, s_.weights16);
     uint16_t* t1 = stager_->scratch16(0, n);
     uint16_t* t2 = stager_->scratch16(1, n);
     s_.split_counts.ensure(3);
@@ -152,18 +158,18 @@ CudaDecoderLayer::Lin CudaDecoderLayer::upload_linear(const Linear& l, const cha
     download(ctx_, s_.split_counts.data(), 3, counts);
     weight_bytes_ += n * sizeof(uint16_t);
     // Keep a term only when some element needs it (a bf16 checkpoint: never).
-    auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst, DeviceBuffer<uint16_t>* old) {
-      reuse_or_reset(dst, old, n, s_.weights16);
+    auto keep = [&](const uint16_t* t, DeviceBuffer<uint16_t>& dst) {
+      reuse_or_reset(dst, n, s_.weights16);
       ANGELSLIM_CUDA_CHECK(
           cudaMemcpyAsync(dst.data(), t, n * sizeof(uint16_t), cudaMemcpyDeviceToDevice, ctx_.stream()));
       weight_bytes_ += n * sizeof(uint16_t);
     };
     if (counts[0]) {
-      keep(t1, d.w16_lo, spare ? &spare->w16_lo : nullptr);
+      keep(t1, d.w16_lo);
       ++n_terms_[0];
     }
     if (counts[1]) {
-      keep(t2, d.w16_lo2, spare ? &spare->w16_lo2 : nullptr);
+      keep(t2, d.w16_lo2);
       ++n_terms_[1];
     }
     n_terms_[2] += counts[2];
@@ -248,8 +254,7 @@ CudaDecoderLayer::CudaDecoderLayer(CudaContext& ctx, const ModelConfig& cfg, con
   } else {
     mlp_ = upload_mlp(layer.mlp, "mlp");
   }
-  s_.weights16.clear();  // the previous layer's buffers no upload took
-  s_.weights32.clear();
+  free_recycled();  // the previous layer's buffers no upload took
 }
 
 void CudaDecoderLayer::check_mode(const ForwardOptions& opt) const {
@@ -486,16 +491,10 @@ void CudaDecoderLayer::forward(float* x, int64_t n, int64_t pos0, const ForwardO
 }
 
 CudaDecoderLayer::Scratch CudaDecoderLayer::take_scratch() {
-  Scratch s = std::exchange(s_, Scratch{});
-  auto give = [&s](Lin& l) {
-    for (auto* b : {&l.w16, &l.w16_lo, &l.w16_lo2})
-      if (!b->empty()) s.weights16.push_back(std::move(*b));
-    if (!l.w32.empty()) s.weights32.push_back(std::move(l.w32));
-  };
-  for (Lin* l : {&q_, &k_, &v_, &o_, &mlp_.gate, &mlp_.up, &mlp_.down}) give(*l);
+  for (Lin* l : {&q_, &k_, &v_, &o_, &mlp_.gate, &mlp_.up, &mlp_.down}) recycle(*l);
   for (auto& e : experts_)
-    for (Lin* l : {&e.gate, &e.up, &e.down}) give(*l);
-  return s;
+    for (Lin* l : {&e.gate, &e.up, &e.down}) recycle(*l);
+  return std::exchange(s_, Scratch{});
 }
 
 float* CudaDecoderLayer::attn_scratch(int64_t n) {
@@ -633,7 +632,9 @@ bool CudaDecoderLayer::update_linear_from(const LinearId& id, const Linear& lin,
   // The new weights take the old buffers where the sizes match; the old weights' last readers are earlier work on
   // this stream, which runs before the writes into them.
   Lin old = std::move(d);
-  d = upload_linear(lin, name.c_str(), device_w, &old);
+  recycle(old);
+  d = upload_linear(lin, name.c_str(), device_w);
+  free_recycled();
   weight_bytes_ -= old_bytes;
   return true;
 }

@@ -435,15 +435,13 @@ void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, con
                     seq_offsets[i + 1]);
   const int64_t n = seq_offsets.back();
   if (n == 0) return;
-  const int sm = ctx.sm_count();
-  cudaStream_t s = ctx.stream();
   const int64_t qn = n * n_heads * head_dim, kvn = n * n_kv_heads * head_dim;
   ws.q16.ensure(static_cast<std::size_t>(qn));
   ws.k16.ensure(static_cast<std::size_t>(kvn));
   ws.v16.ensure(static_cast<std::size_t>(kvn));
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, q, ws.q16.data(), qn), "f32_to_bf16_kernel");
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, k, ws.k16.data(), kvn), "f32_to_bf16_kernel");
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::f32_to_bf16(s, sm, v, ws.v16.data(), kvn), "f32_to_bf16_kernel");
+  f32_to_bf16(ctx, q, ws.q16.data(), qn);
+  f32_to_bf16(ctx, k, ws.k16.data(), kvn);
+  f32_to_bf16(ctx, v, ws.v16.data(), kvn);
   if (!std::equal(seq_offsets.begin(), seq_offsets.end(), ws.offsets.begin(), ws.offsets.end())) {
     // 64-query tiles, the ones with the most keys (latest rows) first so the long blocks start early.
     struct Tile {
@@ -465,7 +463,7 @@ void attention_varlen_bf16(CudaContext& ctx, const float* q, const float* k, con
     ws.n_tiles = static_cast<int64_t>(tiles.size());
     ws.offsets.assign(seq_offsets.begin(), seq_offsets.end());
   }
-  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::attention_varlen_bf16(s, ws.q16.data(), ws.k16.data(), ws.v16.data(),
+  ANGELSLIM_CUDA_CHECK_LAUNCH(kernels::attention_varlen_bf16(ctx.stream(), ws.q16.data(), ws.k16.data(), ws.v16.data(),
                                                              reinterpret_cast<const int4*>(ws.tiles.data()), ws.n_tiles,
                                                              n_heads, n_kv_heads, head_dim, out, true),
                               "attention_varlen_kernel");
